@@ -1,0 +1,281 @@
+//! # hakmem-fastcache: the per-thread fast path
+//!
+//! One intrusive free list per size class per thread, each with a count and
+//! a bound. Allocation pops, free pushes; neither touches an atomic, a lock
+//! or another function while the list has a block (on pop) or room (on
+//! push). Everything else is `#[cold]` and out of line:
+//!
+//! - **refill**: an empty list is refilled with one batch through the
+//!   tiny-box layer's [`SmallBackend::refill`] — the only refill path there
+//!   is. (The C original's regression came from a second one.)
+//! - **drain**: a list that passes its bound hands the excess back in one
+//!   chain through [`SmallBackend::drain`].
+//! - **thread exit**: a pthread-key destructor, registered on the thread's
+//!   first slow path, hands every cached block back; afterwards the thread's
+//!   bounds are zero, so a late free (from a later destructor) goes straight
+//!   back to tiny-box and nothing is stranded.
+//!
+//! ## Invariants
+//! - A list's `count` is exactly the number of blocks on it.
+//! - Every cached block is a block of its list's class, out of its slab
+//!   (counted as used there), and owned by no one else.
+//! - The cache never allocates memory of its own: its state is one
+//!   `const`-initialised thread-local without a destructor.
+//!
+//! ## May call
+//! `hakmem-tiny-box` (its [`SelectedBackend`]) and `libc` (the pthread key).
+
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+extern crate std;
+
+use core::cell::UnsafeCell;
+use core::ptr;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use hakmem_tiny_box::{class_size, Block, Chain, SelectedBackend, SmallBackend, NUM_CLASSES};
+
+/// Bytes one refill batch aims at, whatever the class.
+pub const DEFAULT_BATCH_BYTES: usize = 8 << 10;
+/// The most blocks in one refill batch.
+pub const DEFAULT_MAX_BATCH: usize = 64;
+
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct FreeList {
+    head: *mut Block,
+    count: u32,
+    /// More than this many blocks triggers a drain. Zero before the thread
+    /// is set up and after it has exited, so every push takes the slow path.
+    bound: u32,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Fresh,
+    Active,
+    Exited,
+}
+
+struct ThreadCache {
+    lists: [FreeList; NUM_CLASSES],
+    phase: Phase,
+}
+
+std::thread_local! {
+    static CACHE: UnsafeCell<ThreadCache> = const {
+        UnsafeCell::new(ThreadCache {
+            lists: [FreeList { head: ptr::null_mut(), count: 0, bound: 0 }; NUM_CLASSES],
+            phase: Phase::Fresh,
+        })
+    };
+}
+
+/// Blocks per refill of `class`.
+#[inline]
+pub fn batch_of(class: usize) -> usize {
+    (DEFAULT_BATCH_BYTES / class_size(class)).clamp(2, DEFAULT_MAX_BATCH)
+}
+
+/// The bound of `class`'s list: two batches.
+#[inline]
+pub fn bound_of(class: usize) -> usize {
+    2 * batch_of(class)
+}
+
+#[inline(always)]
+fn with_cache<R>(f: impl FnOnce(&mut ThreadCache) -> R) -> R {
+    // SAFETY: the cache is this thread's alone and no reference to it
+    // outlives the closure, which never re-enters `with_cache`.
+    CACHE.with(|c| f(unsafe { &mut *c.get() }))
+}
+
+/// A block of `class`, or null when memory cannot be had.
+#[inline(always)]
+pub fn alloc(class: usize) -> *mut u8 {
+    let hit = with_cache(|c| {
+        let list = &mut c.lists[class];
+        let b = list.head;
+        if !b.is_null() {
+            // SAFETY: b heads this thread's list of free blocks.
+            list.head = unsafe { Block::next(b) };
+            list.count -= 1;
+        }
+        b
+    });
+    if !hit.is_null() {
+        return hit.cast();
+    }
+    refill_and_take(class)
+}
+
+/// Frees a block of `class` into this thread's cache.
+///
+/// # Safety
+/// `p` is a block of class `class` handed out by this layer or by
+/// [`SelectedBackend`], and is not used again.
+#[inline(always)]
+pub unsafe fn free(p: *mut u8, class: usize) {
+    let over = with_cache(|c| {
+        let list = &mut c.lists[class];
+        let b = p.cast::<Block>();
+        // SAFETY: the caller gives the block up to us.
+        unsafe { Block::set_next(b, list.head) };
+        list.head = b;
+        list.count += 1;
+        list.count > list.bound
+    });
+    if over {
+        drain_excess(class);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn refill_and_take(class: usize) -> *mut u8 {
+    let phase = with_cache(|c| c.phase);
+    if phase == Phase::Exited {
+        // The thread is exiting: serve directly, cache nothing.
+        return SelectedBackend::alloc(class);
+    }
+    if phase == Phase::Fresh {
+        // Our exit key before tiny-box's, so ours runs first at exit.
+        init();
+        start_thread();
+    }
+    let mut chain = SelectedBackend::refill(class, batch_of(class));
+    // SAFETY: the chain is ours, freshly handed out.
+    let Some(first) = (unsafe { chain.pop() }) else {
+        return ptr::null_mut();
+    };
+    with_cache(|c| {
+        let list = &mut c.lists[class];
+        debug_assert!(list.head.is_null());
+        list.head = chain.head;
+        list.count = chain.len as u32;
+    });
+    first.cast()
+}
+
+#[cold]
+#[inline(never)]
+fn drain_excess(class: usize) {
+    let phase = with_cache(|c| c.phase);
+    if phase == Phase::Fresh {
+        start_thread();
+    }
+    let keep = if phase == Phase::Exited {
+        0
+    } else {
+        batch_of(class)
+    };
+    let chain = with_cache(|c| {
+        let list = &mut c.lists[class];
+        let excess = (list.count as usize).saturating_sub(keep);
+        detach_front(list, excess)
+    });
+    // SAFETY: the chain's blocks were cached blocks of this class.
+    unsafe { SelectedBackend::drain(chain) };
+}
+
+/// Cuts the first `n` blocks off `list` as a chain.
+fn detach_front(list: &mut FreeList, n: usize) -> Chain {
+    let mut chain = Chain::new();
+    if n == 0 {
+        return chain;
+    }
+    chain.head = list.head;
+    let mut tail = list.head;
+    for _ in 1..n {
+        // SAFETY: the list has at least n blocks (n <= count).
+        tail = unsafe { Block::next(tail) };
+    }
+    // SAFETY: tail is on the list.
+    list.head = unsafe { Block::next(tail) };
+    // SAFETY: tail is ours; it ends the detached chain.
+    unsafe { Block::set_next(tail, ptr::null_mut()) };
+    chain.tail = tail;
+    chain.len = n;
+    list.count -= n as u32;
+    chain
+}
+
+fn start_thread() {
+    with_cache(|c| {
+        for (class, list) in c.lists.iter_mut().enumerate() {
+            list.bound = bound_of(class) as u32;
+        }
+        c.phase = Phase::Active;
+    });
+    if let Some(k) = key() {
+        // SAFETY: the key exists; a non-null value makes its destructor run.
+        unsafe { libc::pthread_setspecific(k, core::ptr::dangling_mut::<libc::c_void>()) };
+    }
+}
+
+/// Hands every cached block of the calling thread back to tiny-box. The
+/// cache stays usable.
+pub fn flush_thread() {
+    for class in 0..NUM_CLASSES {
+        let chain = with_cache(|c| {
+            let list = &mut c.lists[class];
+            let n = list.count as usize;
+            detach_front(list, n)
+        });
+        // SAFETY: cached blocks of this class.
+        unsafe { SelectedBackend::drain(chain) };
+    }
+}
+
+/// Blocks cached by the calling thread, per class.
+pub fn cached_counts() -> [u32; NUM_CLASSES] {
+    with_cache(|c| {
+        let mut out = [0; NUM_CLASSES];
+        for (o, l) in out.iter_mut().zip(c.lists.iter()) {
+            *o = l.count;
+        }
+        out
+    })
+}
+
+extern "C" fn on_thread_exit(_: *mut libc::c_void) {
+    flush_thread();
+    with_cache(|c| {
+        for list in c.lists.iter_mut() {
+            list.bound = 0;
+        }
+        c.phase = Phase::Exited;
+    });
+}
+
+/// 0: not created yet; otherwise the key plus one.
+static KEY: AtomicUsize = AtomicUsize::new(0);
+
+#[cold]
+fn key() -> Option<libc::pthread_key_t> {
+    let k = KEY.load(Ordering::Acquire);
+    if k != 0 {
+        return Some((k - 1) as libc::pthread_key_t);
+    }
+    let mut new: libc::pthread_key_t = 0;
+    // SAFETY: valid out-pointer; the destructor never unwinds.
+    if unsafe { libc::pthread_key_create(&mut new, Some(on_thread_exit)) } != 0 {
+        return None;
+    }
+    match KEY.compare_exchange(0, new as usize + 1, Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => Some(new),
+        Err(winner) => {
+            // SAFETY: `new` was created above and never used.
+            unsafe { libc::pthread_key_delete(new) };
+            Some((winner - 1) as libc::pthread_key_t)
+        }
+    }
+}
+
+/// Creates this layer's thread-exit key, then tiny-box's, so that at thread
+/// exit the cache is flushed before tiny-box abandons the thread's heap.
+pub fn init() {
+    let _ = key();
+    hakmem_tiny_box::init();
+}

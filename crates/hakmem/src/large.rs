@@ -1,0 +1,66 @@
+//! Blocks above the small-object limit.
+//!
+//! - **large** (up to [`LARGE_MAX`], alignment up to a slab): a run of
+//!   contiguous 64 KiB slabs from one region, straight from the superslab.
+//! - **huge** (anything bigger, or aligned beyond a slab): one mapping per
+//!   block through the superslab's huge path, returned to the OS on free.
+//!
+//! This reaches past tiny-box to the superslab on purpose: large blocks are
+//! not size-classed, so tiny-box has nothing to add; the superslab already
+//! owns runs of slabs and huge mappings.
+
+use core::ptr;
+
+use hakmem_superslab::{self as superslab, huge, HugeRef, SlabRef, SLAB_SIZE};
+
+/// The largest block served by a run of slabs (16 slabs).
+pub const LARGE_MAX: usize = 16 * SLAB_SIZE;
+
+/// A large or huge block of `size` bytes aligned to `align`; null when the
+/// OS refuses. `zeroed` asks for zeroed memory (memset only when the memory
+/// is not known to be fresh from the OS).
+#[cold]
+pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
+    let (p, fresh) = if size <= LARGE_MAX && align <= SLAB_SIZE {
+        let slabs = size.div_ceil(SLAB_SIZE).max(1);
+        match superslab::alloc_run(slabs) {
+            Ok(g) => (g.slab.base(), g.zeroed),
+            Err(_) => (ptr::null_mut(), false),
+        }
+    } else {
+        match huge::alloc(size, align) {
+            Ok(g) => (g.block.ptr(), g.zeroed),
+            Err(_) => (ptr::null_mut(), false),
+        }
+    };
+    if p.is_null() {
+        crate::stats::out_of_memory();
+    } else if zeroed && !fresh {
+        // SAFETY: the block is ours and at least `size` bytes long.
+        unsafe { ptr::write_bytes(p, 0, size) };
+    }
+    p
+}
+
+/// Bytes usable in a run that starts at `slab`.
+pub(crate) fn run_usable(slab: SlabRef) -> usize {
+    slab.run_len() * SLAB_SIZE
+}
+
+/// Frees a run.
+///
+/// # Safety
+/// `slab` heads a live run whose block is given up.
+pub(crate) unsafe fn free_run(slab: SlabRef) {
+    // SAFETY: caller's contract.
+    unsafe { superslab::free_run(slab) };
+}
+
+/// Frees a huge block.
+///
+/// # Safety
+/// `h` is live and given up.
+pub(crate) unsafe fn free_huge(h: HugeRef) {
+    // SAFETY: caller's contract.
+    unsafe { huge::free(h) };
+}

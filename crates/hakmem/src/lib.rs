@@ -1,0 +1,353 @@
+//! # hakmem: the allocator's facade
+//!
+//! The top layer: what programs call. It owns
+//!
+//! - **size routing**: a request of at most [`SMALL_MAX`] bytes (with an
+//!   alignment some size class satisfies) goes to a size class; anything
+//!   else to the large path ([`large`]): runs of slabs up to
+//!   [`LARGE_MAX`], one mapping per block above;
+//! - **the one fast path**: with the `fast-path` feature, small requests go
+//!   through the per-thread cache (`hakmem-fastcache`), which refills only
+//!   through tiny-box; without it, straight to tiny-box's selected backend.
+//!   There is no second fast path anywhere below;
+//! - **[`HakMem`]**, the `GlobalAlloc` for Rust programs, and a C-shaped
+//!   API ([`malloc`], [`free`], [`calloc`], [`realloc`],
+//!   [`aligned_alloc`], [`usable_size`]) that the C ABI crate wraps;
+//! - **bad input**: impossible sizes and alignments give null; a free of a
+//!   pointer hakmem does not own is reported ([`report`]) and aborts, or is
+//!   ignored with `HAKMEM_INVALID_FREE=ignore`;
+//! - **options** ([`options`]) and **statistics** ([`stats()`]).
+//!
+//! ## Invariants
+//! - A block is freed into the class it was allocated from: with a size
+//!   known (Rust's `dealloc`) the class is recomputed from the layout, which
+//!   `realloc` keeps valid by resizing in place only within one class;
+//!   without (C's `free`) it is read from the slab record.
+//! - Nothing here allocates through the global allocator or panics.
+//!
+//! ## May call
+//! `hakmem-fastcache`, `hakmem-tiny-box` (the selected backend, size
+//! classes and block validation), `hakmem-superslab` (large runs, huge
+//! blocks, pointer lookup, trim) and `libc`.
+
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod large;
+pub mod options;
+pub mod report;
+mod stats;
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr;
+
+use hakmem_superslab::{self as superslab, Lookup};
+#[cfg(not(feature = "fast-path"))]
+use hakmem_tiny_box::SelectedBackend;
+use hakmem_tiny_box::{class_for_layout, class_size, size_to_class, SmallBackend};
+
+pub use hakmem_tiny_box::SMALL_MAX;
+pub use large::LARGE_MAX;
+pub use report::InvalidFree;
+pub use stats::{stats, Stats};
+
+/// The alignment every block of 16 bytes or more has, as C's `malloc`
+/// promises (`alignof(max_align_t)`).
+pub const MIN_ALIGN: usize = 16;
+
+/// The features this build was compiled with, as named in benchmark tables.
+pub const BUILD_NAME: &str = match (cfg!(feature = "box-refactor"), cfg!(feature = "fast-path")) {
+    (true, true) => "hakmem+box-refactor+fast-path",
+    (true, false) => "hakmem+box-refactor",
+    (false, true) => "hakmem+fast-path",
+    (false, false) => "hakmem",
+};
+
+/// hakmem as Rust's global allocator:
+/// `#[global_allocator] static GLOBAL: hakmem::HakMem = hakmem::HakMem;`
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HakMem;
+
+#[inline(always)]
+fn small_alloc(class: usize) -> *mut u8 {
+    #[cfg(feature = "fast-path")]
+    {
+        hakmem_fastcache::alloc(class)
+    }
+    #[cfg(not(feature = "fast-path"))]
+    {
+        SelectedBackend::alloc(class)
+    }
+}
+
+/// # Safety
+/// `p` is a live small block of class `class`, given up.
+#[inline(always)]
+unsafe fn small_free(p: *mut u8, class: usize) {
+    #[cfg(feature = "fast-path")]
+    // SAFETY: caller's contract.
+    unsafe {
+        hakmem_fastcache::free(p, class)
+    }
+    #[cfg(not(feature = "fast-path"))]
+    {
+        let _ = class;
+        // SAFETY: caller's contract.
+        unsafe { SelectedBackend::free(p) }
+    }
+}
+
+/// The small class of a request, on the common path: no alignment beyond
+/// what every class gives.
+#[inline(always)]
+fn common_class(size: usize, align: usize) -> Option<usize> {
+    (size <= SMALL_MAX && align <= MIN_ALIGN).then(|| size_to_class(size.max(align)))
+}
+
+/// Allocates `size` bytes aligned to `align` (a power of two). Null when
+/// memory cannot be had or the request cannot be represented.
+#[inline]
+fn alloc_aligned(size: usize, align: usize, zeroed: bool) -> *mut u8 {
+    if let Some(class) = common_class(size, align) {
+        let p = small_alloc(class);
+        if zeroed && !p.is_null() {
+            // SAFETY: the block has at least `size` bytes.
+            unsafe { ptr::write_bytes(p, 0, size) };
+        }
+        return out_of_memory_if_null(p);
+    }
+    alloc_uncommon(size, align, zeroed)
+}
+
+#[inline(always)]
+fn out_of_memory_if_null(p: *mut u8) -> *mut u8 {
+    if p.is_null() {
+        stats::out_of_memory_cold();
+    }
+    p
+}
+
+#[cold]
+fn alloc_uncommon(size: usize, align: usize, zeroed: bool) -> *mut u8 {
+    if !align.is_power_of_two() || size > isize::MAX as usize - align {
+        return ptr::null_mut();
+    }
+    if let Some(class) = class_for_layout(size, align) {
+        let p = small_alloc(class);
+        if zeroed && !p.is_null() {
+            // SAFETY: the block has at least `size` bytes.
+            unsafe { ptr::write_bytes(p, 0, size) };
+        }
+        return out_of_memory_if_null(p);
+    }
+    large::alloc(size, align, zeroed)
+}
+
+/// Frees by address: finds the owner of `p` through the registry. Invalid
+/// pointers are reported (see [`report::invalid_free`]).
+///
+/// # Safety
+/// If `p` is a live hakmem block it is given up. Any other value is safe to
+/// pass: it is detected and reported without touching its memory, except a
+/// block that was already freed and whose slab is in use again, which only
+/// hardened builds detect.
+pub unsafe fn free(p: *mut u8) {
+    if p.is_null() {
+        return;
+    }
+    match superslab::lookup(p) {
+        Lookup::Slab(slab) => {
+            if !hakmem_tiny_box::is_block_start(slab, p) {
+                report::invalid_free(p, InvalidFree::Interior);
+                return;
+            }
+            let class = hakmem_tiny_box::slab_class(slab);
+            // SAFETY: a block start in a live small slab; the caller gives
+            // it up.
+            unsafe { small_free(p, class) };
+        }
+        // SAFETY: the head of a live run; the caller gives it up.
+        Lookup::Run(slab) => unsafe { large::free_run(slab) },
+        // SAFETY: a live huge block; the caller gives it up.
+        Lookup::Huge(h) => unsafe { large::free_huge(h) },
+        Lookup::NotAllocated => report::invalid_free(p, InvalidFree::NotAllocated),
+        Lookup::Foreign => report::invalid_free(p, InvalidFree::Foreign),
+    }
+}
+
+/// Bytes usable at `p` (a live hakmem block), 0 for null or foreign.
+pub fn usable_size(p: *const u8) -> usize {
+    if p.is_null() {
+        return 0;
+    }
+    match superslab::lookup(p) {
+        Lookup::Slab(slab) if hakmem_tiny_box::is_block_start(slab, p) => {
+            class_size(hakmem_tiny_box::slab_class(slab))
+        }
+        Lookup::Run(slab) => large::run_usable(slab),
+        Lookup::Huge(h) => h.usable_size(),
+        _ => 0,
+    }
+}
+
+/// `malloc`: `size` bytes aligned to [`MIN_ALIGN`] (8 for sizes up to 8).
+/// `malloc(0)` returns a unique minimal block. Null when memory cannot be had.
+#[inline]
+pub fn malloc(size: usize) -> *mut u8 {
+    alloc_aligned(size, 1, false)
+}
+
+/// `calloc`: `n * size` zeroed bytes; null on overflow or lack of memory.
+pub fn calloc(n: usize, size: usize) -> *mut u8 {
+    match n.checked_mul(size) {
+        Some(total) => alloc_aligned(total, 1, true),
+        None => ptr::null_mut(),
+    }
+}
+
+/// `aligned_alloc`: `size` bytes aligned to `align`; null when `align` is
+/// not a power of two or memory cannot be had.
+pub fn aligned_alloc(align: usize, size: usize) -> *mut u8 {
+    if !align.is_power_of_two() {
+        return ptr::null_mut();
+    }
+    alloc_aligned(size, align, false)
+}
+
+/// `realloc` by address: resizes in place when the block's class or
+/// mapping allows, else moves. `realloc(null, n)` is `malloc(n)`. A size of
+/// zero is served as a minimal block (the caller decides about freeing).
+/// Null (and the old block untouched) when memory cannot be had.
+///
+/// # Safety
+/// `p` is null or a live hakmem block.
+pub unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
+    if p.is_null() {
+        return malloc(new_size);
+    }
+    let old_usable = usable_size(p);
+    if old_usable == 0 {
+        // SAFETY: not a live block: reported (and maybe ignored) by free.
+        unsafe { free(p) };
+        return ptr::null_mut();
+    }
+    if fits_in_place(old_usable, new_size) {
+        return p;
+    }
+    let q = malloc(new_size);
+    if !q.is_null() {
+        // SAFETY: both blocks are live and at least this long; distinct.
+        unsafe { ptr::copy_nonoverlapping(p, q, old_usable.min(new_size)) };
+        // SAFETY: p was live and is given up now.
+        unsafe { free(p) };
+    }
+    q
+}
+
+/// Whether a block with `usable` bytes can stay where it is for `new_size`:
+/// the new size needs the same small class, or (for bigger blocks) fits and
+/// wastes less than half.
+fn fits_in_place(usable: usize, new_size: usize) -> bool {
+    if usable <= SMALL_MAX {
+        new_size <= SMALL_MAX && class_size(size_to_class(new_size)) == usable
+    } else {
+        new_size > SMALL_MAX && new_size <= usable && new_size > usable / 2
+    }
+}
+
+/// Gives back everything hakmem can: the calling thread's cached blocks,
+/// every empty slab it can reach, retained regions and cached huge
+/// mappings. The `malloc_trim` of hakmem.
+pub fn trim() {
+    #[cfg(feature = "fast-path")]
+    hakmem_fastcache::flush_thread();
+    hakmem_tiny_box::SelectedBackend::trim();
+    superslab::trim();
+}
+
+/// Sets up thread-exit hooks in the order that keeps exits cheap. Called
+/// on first use by the layers anyway; calling it early is an optimisation.
+pub fn init() {
+    #[cfg(feature = "fast-path")]
+    hakmem_fastcache::init();
+    #[cfg(not(feature = "fast-path"))]
+    hakmem_tiny_box::init();
+    let _ = options::get();
+}
+
+/// Takes every lock of every layer before `fork`.
+pub fn prefork() {
+    hakmem_tiny_box::SelectedBackend::prefork();
+    superslab::prefork();
+}
+
+/// Releases the locks in the parent after `fork`.
+pub fn postfork_parent() {
+    superslab::postfork_parent();
+    hakmem_tiny_box::SelectedBackend::postfork_parent();
+}
+
+/// Resets the locks in the child after `fork`.
+pub fn postfork_child() {
+    superslab::postfork_child();
+    hakmem_tiny_box::SelectedBackend::postfork_child();
+}
+
+// SAFETY: every method returns null or a block of at least `layout.size()`
+// bytes aligned to `layout.align()` that no other live allocation overlaps;
+// dealloc and realloc accept exactly what alloc returned with its layout.
+unsafe impl GlobalAlloc for HakMem {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        alloc_aligned(layout.size(), layout.align(), false)
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        alloc_aligned(layout.size(), layout.align(), true)
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+        if let Some(class) = common_class(layout.size(), layout.align()) {
+            // SAFETY: GlobalAlloc's contract: p came from alloc with this
+            // layout, so it is a block of this class.
+            return unsafe { small_free(p, class) };
+        }
+        // SAFETY: as above.
+        unsafe { dealloc_uncommon(p, layout) }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let align = layout.align();
+        let old = class_for_layout(layout.size(), align);
+        if old.is_some() && old == class_for_layout(new_size, align) {
+            return p;
+        }
+        if old.is_none() && class_for_layout(new_size, align).is_none() {
+            let usable = usable_size(p);
+            if new_size <= usable && new_size > usable / 2 {
+                return p;
+            }
+        }
+        let q = alloc_aligned(new_size, align, false);
+        if !q.is_null() {
+            // SAFETY: both live, distinct, at least min(old, new) long.
+            unsafe { ptr::copy_nonoverlapping(p, q, layout.size().min(new_size)) };
+            // SAFETY: GlobalAlloc's contract.
+            unsafe { self.dealloc(p, layout) };
+        }
+        q
+    }
+}
+
+#[cold]
+unsafe fn dealloc_uncommon(p: *mut u8, layout: Layout) {
+    if let Some(class) = class_for_layout(layout.size(), layout.align()) {
+        // SAFETY: caller's contract: a block of this class.
+        return unsafe { small_free(p, class) };
+    }
+    // SAFETY: caller's contract: a live large or huge block.
+    unsafe { free(p) }
+}

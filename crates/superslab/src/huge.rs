@@ -1,0 +1,236 @@
+//! Huge blocks: one `mmap` each, with a small cache of recently freed ones.
+//!
+//! Layout: the mapping starts on a 2 MiB boundary with a [`HugeHeader`]; the
+//! user's block starts `offset` bytes later (a page, or the alignment asked
+//! for), so the header is always found at `chunk_floor(p - 1)`. The registry
+//! marks the header's chunk as [`ChunkKind::Huge`].
+
+use core::ptr::NonNull;
+
+use crate::registry::{self, ChunkKind};
+use crate::stats::{self, COUNTERS};
+use crate::{lock::RawLock, os, OutOfMemory, CHUNK_SIZE};
+use os::PAGE_SIZE;
+
+const HUGE_MAGIC: usize = 0x6861_6b6d_4855_4745; // "hakmHUGE"
+
+/// Freed huge mappings kept for reuse.
+const CACHE_SLOTS: usize = 8;
+/// A mapping larger than this is never cached.
+const CACHE_MAX_MAPPING: usize = 32 << 20;
+/// Total bytes the cache may hold.
+const CACHE_MAX_TOTAL: usize = 64 << 20;
+
+#[repr(C)]
+struct HugeHeader {
+    magic: usize,
+    map_len: usize,
+    offset: usize,
+}
+
+/// A live huge block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HugeRef(NonNull<u8>);
+
+impl HugeRef {
+    fn header(self) -> *mut HugeHeader {
+        ((self.0.as_ptr() as usize - 1) & !(CHUNK_SIZE - 1)) as *mut HugeHeader
+    }
+
+    /// The block's address.
+    pub fn ptr(self) -> *mut u8 {
+        self.0.as_ptr()
+    }
+
+    /// Bytes usable from the block's address to the end of its mapping.
+    pub fn usable_size(self) -> usize {
+        // SAFETY: a HugeRef only exists for a live huge block, whose header
+        // is mapped and was written at allocation.
+        let h = unsafe { &*self.header() };
+        h.map_len - h.offset
+    }
+}
+
+struct Cache {
+    slots: [(usize, usize); CACHE_SLOTS],
+    total: usize,
+}
+
+struct Shared {
+    lock: RawLock,
+    cache: core::cell::UnsafeCell<Cache>,
+}
+
+// SAFETY: the cache is only touched with the lock held.
+unsafe impl Sync for Shared {}
+
+static SHARED: Shared = Shared {
+    lock: RawLock::new(),
+    cache: core::cell::UnsafeCell::new(Cache {
+        slots: [(0, 0); CACHE_SLOTS],
+        total: 0,
+    }),
+};
+
+fn with_cache<R>(f: impl FnOnce(&mut Cache) -> R) -> R {
+    SHARED.lock.with(|| {
+        // SAFETY: lock held: the only reference.
+        f(unsafe { &mut *SHARED.cache.get() })
+    })
+}
+
+/// A huge block handed out by [`alloc`].
+#[derive(Clone, Copy, Debug)]
+pub struct HugeGrant {
+    /// The block.
+    pub block: HugeRef,
+    /// True when the block reads as zero (fresh from the OS).
+    pub zeroed: bool,
+}
+
+fn layout_for(size: usize, align: usize) -> Option<(usize, usize)> {
+    let offset = if align <= CHUNK_SIZE {
+        align.max(PAGE_SIZE)
+    } else {
+        CHUNK_SIZE
+    };
+    let len = os::align_up(size.checked_add(offset)?, PAGE_SIZE)?;
+    Some((offset, len))
+}
+
+/// Maps a huge block of at least `size` bytes aligned to `align` (a power of
+/// two). Err when the size cannot be represented or the OS refuses.
+pub fn alloc(size: usize, align: usize) -> Result<HugeGrant, OutOfMemory> {
+    let (offset, len) = layout_for(size, align).ok_or(OutOfMemory)?;
+    if offset == PAGE_SIZE {
+        if let Some(base) = cache_take(len) {
+            stats::add(&COUNTERS.huge_cache_hits, 1);
+            stats::add(&COUNTERS.huge_in_use, 1);
+            // SAFETY: the cached mapping is ours, its header intact.
+            let p = unsafe { base.add(PAGE_SIZE) };
+            // SAFETY: non-null: derived from a mapping address.
+            let block = HugeRef(unsafe { NonNull::new_unchecked(p) });
+            return Ok(HugeGrant { block, zeroed: false });
+        }
+    }
+    if !registry::ensure() {
+        stats::add(&COUNTERS.map_failures, 1);
+        return Err(OutOfMemory);
+    }
+    // The header's chunk is 2 MiB aligned; the block, `offset` further on,
+    // is aligned to `align` (automatically so when align <= 2 MiB, since
+    // offset is then a multiple of align).
+    let Some(base) = os::map_aligned(len, CHUNK_SIZE, offset, align.max(PAGE_SIZE))
+        .filter(|b| registry::set(b.as_ptr() as usize, ChunkKind::Huge))
+    else {
+        stats::add(&COUNTERS.map_failures, 1);
+        return Err(OutOfMemory);
+    };
+    let h = base.as_ptr().cast::<HugeHeader>();
+    // SAFETY: the mapping is fresh and at least a page long.
+    unsafe {
+        h.write(HugeHeader {
+            magic: HUGE_MAGIC,
+            map_len: len,
+            offset,
+        })
+    };
+    stats::add_mapped(len);
+    stats::add(&COUNTERS.huge_mapped, 1);
+    stats::add(&COUNTERS.huge_in_use, 1);
+    // SAFETY: offset < len, inside the mapping.
+    let p = unsafe { base.as_ptr().add(offset) };
+    // SAFETY: non-null: inside a mapping.
+    let block = HugeRef(unsafe { NonNull::new_unchecked(p) });
+    Ok(HugeGrant { block, zeroed: true })
+}
+
+fn cache_take(len: usize) -> Option<*mut u8> {
+    with_cache(|c| {
+        let mut best: Option<usize> = None;
+        for (i, &(base, l)) in c.slots.iter().enumerate() {
+            if base != 0 && l >= len && l <= len.saturating_mul(2)
+                && best.is_none_or(|b| c.slots[b].1 > l) {
+                    best = Some(i);
+                }
+        }
+        best.map(|i| {
+            let (base, l) = c.slots[i];
+            c.slots[i] = (0, 0);
+            c.total -= l;
+            base as *mut u8
+        })
+    })
+}
+
+/// Finds the huge block that starts exactly at `p`, if there is one.
+pub(crate) fn lookup(p: usize) -> Option<HugeRef> {
+    let header = (p.wrapping_sub(1)) & !(CHUNK_SIZE - 1);
+    if registry::kind_of(header) != ChunkKind::Huge {
+        return None;
+    }
+    // SAFETY: the registry says a live huge mapping starts at `header`.
+    let h = unsafe { &*(header as *const HugeHeader) };
+    (h.magic == HUGE_MAGIC && header + h.offset == p).then(|| {
+        // SAFETY: p is non-null (it is above a mapped header).
+        HugeRef(unsafe { NonNull::new_unchecked(p as *mut u8) })
+    })
+}
+
+/// Frees a huge block: into the cache when it fits there, else to the OS.
+///
+/// # Safety
+/// `block` is live and not used after this call.
+pub unsafe fn free(block: HugeRef) {
+    let h = block.header();
+    // SAFETY: the block is live, so its header is mapped.
+    let (len, offset) = unsafe { ((*h).map_len, (*h).offset) };
+    stats::sub(&COUNTERS.huge_in_use, 1);
+    if offset == PAGE_SIZE && len <= CACHE_MAX_MAPPING {
+        let cached = with_cache(|c| {
+            if c.total + len > CACHE_MAX_TOTAL {
+                return false;
+            }
+            match c.slots.iter_mut().find(|s| s.0 == 0) {
+                Some(slot) => {
+                    *slot = (h as usize, len);
+                    c.total += len;
+                    true
+                }
+                None => false,
+            }
+        });
+        if cached {
+            return;
+        }
+    }
+    unmap(h.cast(), len);
+}
+
+fn unmap(base: *mut u8, len: usize) {
+    // SAFETY: `base` is the start of one of our huge mappings; clearing the
+    // magic first means a later stale lookup cannot match it.
+    unsafe { (*base.cast::<HugeHeader>()).magic = 0 };
+    registry::set(base as usize, ChunkKind::Foreign);
+    os::unmap(base, len);
+    stats::sub(&COUNTERS.mapped_bytes, len);
+}
+
+/// Gives every cached huge mapping back to the OS.
+pub fn release_cached() {
+    let mut taken = [(0usize, 0usize); CACHE_SLOTS];
+    with_cache(|c| {
+        taken = c.slots;
+        c.slots = [(0, 0); CACHE_SLOTS];
+        c.total = 0;
+    });
+    for (base, len) in taken {
+        if base != 0 {
+            unmap(base as *mut u8, len);
+        }
+    }
+}
+
+pub(crate) fn lock() -> &'static RawLock {
+    &SHARED.lock
+}

@@ -1,0 +1,154 @@
+//! # hakmem-superslab: memory from the OS
+//!
+//! The bottom layer of hakmem. It owns every byte hakmem takes from the
+//! kernel:
+//!
+//! - **regions**: 2 MiB mappings aligned to 2 MiB, each split into 32 slabs
+//!   of 64 KiB. Slab 0 holds the region header and one out-of-band
+//!   [`SlabRecord`] per slab; the other 31 hold blocks only.
+//! - **slabs and runs**: [`alloc_run`] hands out one slab (for the tiny-box
+//!   layer to cut into small blocks) or a run of contiguous slabs (a large
+//!   block); [`free_run`] takes it back.
+//! - **huge blocks**: [`huge::alloc`] maps one block per `mmap`, aligned up
+//!   to any power of two, with a small cache of freed mappings.
+//! - **the registry**: one byte per 2 MiB chunk of the address space saying
+//!   whether the chunk is ours, so [`lookup`] can classify any pointer
+//!   without touching memory that may not be mapped.
+//! - **permanent metadata**: [`meta::alloc_permanent`] for bookkeeping that
+//!   lives forever (per-thread heaps of the layer above).
+//!
+//! ## Invariants
+//! - Grows on demand: a request fails only when the OS refuses a mapping,
+//!   and then it fails with [`OutOfMemory`], never a panic or abort; the
+//!   next request tries the OS again.
+//! - Gives back: a slab's run returns to its region; a region with no slab
+//!   in use goes back to the OS once more than
+//!   [`pool::RETAINED_EMPTY_REGIONS`] empty regions are kept; free slabs
+//!   beyond [`pool::DIRTY_SLAB_LIMIT`] are purged with `MADV_DONTNEED`.
+//! - A pointer is ours exactly when the registry says so: registering comes
+//!   before handing out, unregistering after taking back.
+//! - Nothing here allocates through the global allocator, panics, or takes
+//!   a lock on a per-block path. OS calls live in [`os`] alone.
+//!
+//! ## May call
+//! The kernel (through [`os`]) and `libc`. Nothing above it.
+
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod huge;
+pub mod lock;
+pub mod meta;
+pub mod os;
+pub mod pool;
+mod region;
+pub mod registry;
+mod stats;
+
+pub use huge::{HugeGrant, HugeRef};
+pub use pool::{alloc_run, free_run, Grant};
+pub use region::{SlabRecord, SlabRef, SlabState, CLIENT_BYTES};
+pub use stats::{snapshot as stats, SuperslabStats};
+
+use static_assertions::const_assert;
+
+/// log2 of the region (and registry chunk) size.
+pub const CHUNK_SHIFT: u32 = 21;
+/// Bytes in a region: 2 MiB.
+pub const CHUNK_SIZE: usize = 1 << CHUNK_SHIFT;
+/// log2 of the slab size.
+pub const SLAB_SHIFT: u32 = 16;
+/// Bytes in a slab: 64 KiB.
+pub const SLAB_SIZE: usize = 1 << SLAB_SHIFT;
+/// Slabs in a region, the header slab included.
+pub const SLABS_PER_REGION: usize = CHUNK_SIZE / SLAB_SIZE;
+/// The longest run of slabs one region can hand out.
+pub const MAX_RUN_SLABS: usize = SLABS_PER_REGION - 1;
+
+const_assert!(SLABS_PER_REGION == 32);
+
+/// The OS refused memory (or the request could not be represented).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutOfMemory;
+
+/// What a pointer is, as far as this layer can tell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// Not inside any mapping of ours.
+    Foreign,
+    /// Inside a slab handed out as a single slab (small blocks); whether
+    /// it is a block's start is for the slab's owner layer to check.
+    Slab(SlabRef),
+    /// The first byte of a large run that is in use.
+    Run(SlabRef),
+    /// The first byte of a live huge block.
+    Huge(HugeRef),
+    /// Inside our memory but not the start of anything live: region
+    /// metadata, the middle of a large or huge block, or a free slab
+    /// (a double or stale free).
+    NotAllocated,
+}
+
+/// Classifies any address. Reads only the registry and, for our own
+/// addresses, our own headers.
+#[inline]
+pub fn lookup(p: *const u8) -> Lookup {
+    let addr = p as usize;
+    match registry::kind_of(addr) {
+        registry::ChunkKind::Region => {
+            let offset = addr & (CHUNK_SIZE - 1);
+            let index = offset >> SLAB_SHIFT;
+            if index == 0 {
+                return Lookup::NotAllocated;
+            }
+            // SAFETY: the registry says a live region starts at the chunk
+            // base and index is within 1..SLABS_PER_REGION.
+            let slab = unsafe {
+                SlabRef::from_parts((addr & !(CHUNK_SIZE - 1)) as *mut _, index)
+            };
+            let state = slab.state();
+            if state.contains(SlabState::IN_USE) {
+                Lookup::Slab(slab)
+            } else if state.contains(SlabState::RUN_HEAD) && offset & (SLAB_SIZE - 1) == 0 {
+                Lookup::Run(slab)
+            } else {
+                Lookup::NotAllocated
+            }
+        }
+        _ => match huge::lookup(addr) {
+            Some(h) => Lookup::Huge(h),
+            None if registry::kind_of(addr.wrapping_sub(1)) == registry::ChunkKind::Huge => {
+                Lookup::NotAllocated
+            }
+            None => Lookup::Foreign,
+        },
+    }
+}
+
+/// Gives every cache of this layer back to the OS: retained empty regions
+/// and cached huge mappings.
+pub fn trim() {
+    pool::release_retained();
+    huge::release_cached();
+}
+
+/// Takes every lock of this layer, in a fixed order, before `fork`.
+pub fn prefork() {
+    pool::lock().lock();
+    huge::lock().lock();
+    meta::lock().lock();
+}
+
+/// Releases the locks taken by [`prefork`] in the parent after `fork`.
+pub fn postfork_parent() {
+    meta::lock().unlock();
+    huge::lock().unlock();
+    pool::lock().unlock();
+}
+
+/// Resets the locks taken by [`prefork`] in the child after `fork`.
+pub fn postfork_child() {
+    meta::lock().reset_after_fork();
+    huge::lock().reset_after_fork();
+    pool::lock().reset_after_fork();
+}

@@ -1,0 +1,349 @@
+//! Handing out slabs and runs of slabs from regions; growing and shrinking
+//! the set of regions.
+//!
+//! One lock guards every region's free mask and the two region lists. It is
+//! taken once per slab (64 KiB of small blocks) or per large block, never
+//! per small allocation.
+
+use core::ptr;
+
+use crate::region::{RegionHeader, SlabRef, SlabState, REGION_MAGIC, USABLE_MASK};
+use crate::registry::{self, ChunkKind};
+use crate::stats::{self, COUNTERS};
+use crate::{lock::RawLock, os, OutOfMemory, CHUNK_SIZE, SLAB_SHIFT, SLAB_SIZE};
+
+/// Empty regions kept mapped so that a workload hovering at a region
+/// boundary does not map and unmap on every step.
+pub const RETAINED_EMPTY_REGIONS: usize = 2;
+
+/// Free-but-dirty slabs allowed across all regions before freed slabs are
+/// purged (made non-resident) at once. 64 slabs = 4 MiB.
+pub const DIRTY_SLAB_LIMIT: usize = 64;
+
+const LIST_NONE: u8 = 0;
+const LIST_PARTIAL: u8 = 1;
+const LIST_EMPTY: u8 = 2;
+
+struct Pool {
+    lock: RawLock,
+    state: core::cell::UnsafeCell<PoolState>,
+}
+
+struct PoolState {
+    /// Regions with at least one used and one free slab.
+    partial: *mut RegionHeader,
+    /// Regions with every slab free (kept up to RETAINED_EMPTY_REGIONS).
+    empty: *mut RegionHeader,
+    empty_count: usize,
+    dirty_free_slabs: usize,
+}
+
+// SAFETY: PoolState is only touched with `lock` held.
+unsafe impl Sync for Pool {}
+
+static POOL: Pool = Pool {
+    lock: RawLock::new(),
+    state: core::cell::UnsafeCell::new(PoolState {
+        partial: ptr::null_mut(),
+        empty: ptr::null_mut(),
+        empty_count: 0,
+        dirty_free_slabs: 0,
+    }),
+};
+
+/// A slab or run handed out by [`alloc_run`].
+#[derive(Clone, Copy, Debug)]
+pub struct Grant {
+    /// The slab (or the run's head slab).
+    pub slab: SlabRef,
+    /// True when every byte of the slab or run reads as zero.
+    pub zeroed: bool,
+}
+
+fn with_pool<R>(f: impl FnOnce(&mut PoolState) -> R) -> R {
+    POOL.lock.with(|| {
+        // SAFETY: the pool lock is held, so this is the only reference.
+        f(unsafe { &mut *POOL.state.get() })
+    })
+}
+
+/// First index of `n` consecutive set bits in `mask`.
+fn find_run(mask: u32, n: usize) -> Option<usize> {
+    let mut m = mask;
+    for k in 1..n {
+        m &= mask >> k;
+    }
+    (m != 0).then(|| m.trailing_zeros() as usize)
+}
+
+fn run_mask(start: usize, n: usize) -> u32 {
+    let ones = if n >= 32 { u32::MAX } else { (1u32 << n) - 1 };
+    ones << start
+}
+
+// SAFETY (for the list helpers): `r` is a live region and the lock is held.
+unsafe fn unlink(st: &mut PoolState, r: *mut RegionHeader) {
+    // SAFETY: see above.
+    let reg = unsafe { &mut *r };
+    let head = match reg.list {
+        LIST_PARTIAL => &mut st.partial,
+        LIST_EMPTY => &mut st.empty,
+        _ => return,
+    };
+    if reg.prev.is_null() {
+        *head = reg.next;
+    } else {
+        // SAFETY: list members are live regions.
+        unsafe { (*reg.prev).next = reg.next };
+    }
+    if !reg.next.is_null() {
+        // SAFETY: list members are live regions.
+        unsafe { (*reg.next).prev = reg.prev };
+    }
+    if reg.list == LIST_EMPTY {
+        st.empty_count -= 1;
+        stats::sub(&COUNTERS.regions_retained, 1);
+    }
+    reg.next = ptr::null_mut();
+    reg.prev = ptr::null_mut();
+    reg.list = LIST_NONE;
+}
+
+unsafe fn push(st: &mut PoolState, r: *mut RegionHeader, list: u8) {
+    // SAFETY: `r` is live and on no list.
+    let reg = unsafe { &mut *r };
+    let head = if list == LIST_EMPTY {
+        st.empty_count += 1;
+        stats::add(&COUNTERS.regions_retained, 1);
+        &mut st.empty
+    } else {
+        &mut st.partial
+    };
+    reg.prev = ptr::null_mut();
+    reg.next = *head;
+    if !reg.next.is_null() {
+        // SAFETY: list members are live regions.
+        unsafe { (*reg.next).prev = r };
+    }
+    *head = r;
+    reg.list = list;
+}
+
+/// Puts a region on the list its free mask calls for.
+unsafe fn relist(st: &mut PoolState, r: *mut RegionHeader) {
+    // SAFETY: caller's contract.
+    let free = unsafe { (*r).free_mask };
+    let want = if free == USABLE_MASK {
+        LIST_EMPTY
+    } else if free != 0 {
+        LIST_PARTIAL
+    } else {
+        LIST_NONE
+    };
+    // SAFETY: caller's contract.
+    if unsafe { (*r).list } == want {
+        return;
+    }
+    // SAFETY: caller's contract.
+    unsafe {
+        unlink(st, r);
+        if want != LIST_NONE {
+            push(st, r, want);
+        }
+    }
+}
+
+fn map_region() -> Result<*mut RegionHeader, OutOfMemory> {
+    if !registry::ensure() {
+        stats::add(&COUNTERS.map_failures, 1);
+        return Err(OutOfMemory);
+    }
+    let Some(base) = os::map_aligned(CHUNK_SIZE, CHUNK_SIZE, 0, CHUNK_SIZE) else {
+        stats::add(&COUNTERS.map_failures, 1);
+        return Err(OutOfMemory);
+    };
+    let r = base.as_ptr().cast::<RegionHeader>();
+    // SAFETY: the mapping is fresh, zeroed and large enough for the header;
+    // zero is a valid bit pattern for every header field.
+    unsafe {
+        (*r).magic = REGION_MAGIC;
+        (*r).free_mask = USABLE_MASK;
+        (*r).clean_mask = USABLE_MASK;
+    }
+    if !registry::set(base.as_ptr() as usize, ChunkKind::Region) {
+        os::unmap(base.as_ptr(), CHUNK_SIZE);
+        stats::add(&COUNTERS.map_failures, 1);
+        return Err(OutOfMemory);
+    }
+    stats::add_mapped(CHUNK_SIZE);
+    stats::add(&COUNTERS.regions_mapped, 1);
+    stats::add(&COUNTERS.regions_live, 1);
+    Ok(r)
+}
+
+fn unmap_region(r: *mut RegionHeader) {
+    registry::set(r as usize, ChunkKind::Foreign);
+    os::unmap(r.cast(), CHUNK_SIZE);
+    stats::sub(&COUNTERS.mapped_bytes, CHUNK_SIZE);
+    stats::add(&COUNTERS.regions_released, 1);
+    stats::sub(&COUNTERS.regions_live, 1);
+}
+
+/// Hands out `n` contiguous slabs (1 <= n <= 31) of one region. `n == 1` is
+/// a plain slab for small blocks; larger `n` is a large block's run.
+///
+/// Never fails while the OS gives memory: when no region has room, a new
+/// one is mapped.
+pub fn alloc_run(n: usize) -> Result<Grant, OutOfMemory> {
+    debug_assert!((1..=crate::MAX_RUN_SLABS).contains(&n));
+    let found = with_pool(|st| {
+        for head in [st.partial, st.empty] {
+            let mut r = head;
+            while !r.is_null() {
+                // SAFETY: list members are live regions; lock held.
+                let reg = unsafe { &mut *r };
+                if let Some(start) = find_run(reg.free_mask, n) {
+                    // SAFETY: lock held, region live.
+                    return Some(unsafe { take(st, r, start, n) });
+                }
+                r = reg.next;
+            }
+        }
+        None
+    });
+    if let Some(g) = found {
+        return Ok(g);
+    }
+    // Map outside the lock: the syscall may be slow.
+    let r = map_region()?;
+    // SAFETY: the region is new, so slabs 1..=n are free.
+    Ok(with_pool(|st| unsafe { take(st, r, 1, n) }))
+}
+
+/// Marks slabs `start..start+n` of `r` used and returns the grant.
+unsafe fn take(st: &mut PoolState, r: *mut RegionHeader, start: usize, n: usize) -> Grant {
+    let bits = run_mask(start, n);
+    // SAFETY: caller's contract: r live, lock held, the bits are free.
+    let reg = unsafe { &mut *r };
+    debug_assert_eq!(reg.free_mask & bits, bits);
+    reg.free_mask &= !bits;
+    let zeroed = reg.clean_mask & bits == bits;
+    let dirty_taken = (!reg.clean_mask & bits).count_ones() as usize;
+    st.dirty_free_slabs = st.dirty_free_slabs.saturating_sub(dirty_taken);
+    reg.clean_mask &= !bits;
+    // SAFETY: start + n <= SLABS_PER_REGION since the bits were in the mask.
+    let slab = unsafe { SlabRef::from_parts(r, start) };
+    slab.set_run_len(n);
+    if n == 1 {
+        slab.set_state(SlabState::IN_USE);
+        stats::add(&COUNTERS.slabs_in_use, 1);
+    } else {
+        for i in 1..n {
+            // SAFETY: in bounds as above.
+            unsafe { SlabRef::from_parts(r, start + i) }.set_state(SlabState::RUN_TAIL);
+        }
+        slab.set_state(SlabState::RUN_HEAD);
+        stats::add(&COUNTERS.runs_in_use, 1);
+    }
+    // SAFETY: lock held, r live.
+    unsafe { relist(st, r) };
+    Grant { slab, zeroed }
+}
+
+/// Gives back a slab or run handed out by [`alloc_run`].
+///
+/// # Safety
+/// `slab` came from [`alloc_run`], has not been given back since, and no
+/// block in it is in use any more.
+pub unsafe fn free_run(slab: SlabRef) {
+    let n = slab.run_len();
+    let start = slab.index();
+    let r = slab.region();
+    let mut to_unmap = ptr::null_mut();
+    let mut purge = false;
+    with_pool(|st| {
+        for i in 0..n {
+            // SAFETY: the run lies inside the region (it was handed out so).
+            unsafe { SlabRef::from_parts(r, start + i) }.set_state(SlabState::empty());
+        }
+        if n == 1 {
+            stats::sub(&COUNTERS.slabs_in_use, 1);
+        } else {
+            stats::sub(&COUNTERS.runs_in_use, 1);
+        }
+        let bits = run_mask(start, n);
+        // SAFETY: lock held; the region is live while any of its slabs is used.
+        let reg = unsafe { &mut *r };
+        reg.free_mask |= bits;
+        if st.dirty_free_slabs + n > DIRTY_SLAB_LIMIT {
+            // Too much free memory is resident: this run goes back to the
+            // kernel (made clean) below, outside the lock.
+            purge = true;
+            reg.clean_mask |= bits;
+        } else {
+            st.dirty_free_slabs += n;
+        }
+        // SAFETY: lock held, r live.
+        unsafe { relist(st, r) };
+        if reg.list == LIST_EMPTY && st.empty_count > RETAINED_EMPTY_REGIONS {
+            // SAFETY: lock held, r live and on the empty list.
+            unsafe { unlink(st, r) };
+            st.dirty_free_slabs = st
+                .dirty_free_slabs
+                .saturating_sub((USABLE_MASK & !reg.clean_mask).count_ones() as usize);
+            to_unmap = r;
+        }
+    });
+    if !to_unmap.is_null() {
+        unmap_region(to_unmap);
+    } else if purge {
+        os::purge(slab.base(), n << SLAB_SHIFT);
+        stats::add(&COUNTERS.slabs_purged, n);
+    }
+}
+
+/// Unmaps every retained empty region (the `malloc_trim` of this layer).
+pub fn release_retained() {
+    loop {
+        let r = with_pool(|st| {
+            let r = st.empty;
+            if !r.is_null() {
+                // SAFETY: lock held, r live and on the empty list.
+                unsafe { unlink(st, r) };
+                // SAFETY: as above.
+                let clean = unsafe { (*r).clean_mask };
+                st.dirty_free_slabs = st
+                    .dirty_free_slabs
+                    .saturating_sub((USABLE_MASK & !clean).count_ones() as usize);
+            }
+            r
+        });
+        if r.is_null() {
+            return;
+        }
+        unmap_region(r);
+    }
+}
+
+/// Slab bytes: the size of one slab.
+pub const fn slab_bytes(n: usize) -> usize {
+    n * SLAB_SIZE
+}
+
+pub(crate) fn lock() -> &'static RawLock {
+    &POOL.lock
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_run_finds_lowest_fit() {
+        assert_eq!(find_run(0b1110, 1), Some(1));
+        assert_eq!(find_run(0b1110, 3), Some(1));
+        assert_eq!(find_run(0b1110, 4), None);
+        assert_eq!(find_run(0b1101_1010, 2), Some(3));
+        assert_eq!(find_run(USABLE_MASK, 31), Some(1));
+    }
+}

@@ -1,0 +1,104 @@
+//! Free blocks and chains of them.
+//!
+//! A free block's first word links it to the next free block. Links are
+//! read and written only through [`Block::next`] and [`Block::set_next`],
+//! so that encoding them (hardened builds) is a change in one place.
+
+use core::ptr;
+
+/// A free block, seen through its link word.
+#[repr(C)]
+pub struct Block {
+    next: *mut Block,
+}
+
+impl Block {
+    /// The block after `b` in its list.
+    ///
+    /// # Safety
+    /// `b` is a free block owned by the caller's list.
+    #[inline(always)]
+    pub unsafe fn next(b: *mut Block) -> *mut Block {
+        // SAFETY: the caller owns the free block, which is at least 8 bytes
+        // and 8-aligned (every class is).
+        unsafe { (*b).next }
+    }
+
+    /// Links `b` to `next`.
+    ///
+    /// # Safety
+    /// `b` is a free block owned by the caller.
+    #[inline(always)]
+    pub unsafe fn set_next(b: *mut Block, next: *mut Block) {
+        // SAFETY: as in `next`.
+        unsafe { (*b).next = next };
+    }
+}
+
+/// A null-terminated list of free blocks of one class, with its tail and
+/// length so that chains splice in constant time.
+#[derive(Debug)]
+pub struct Chain {
+    /// First block, or null for an empty chain.
+    pub head: *mut Block,
+    /// Last block (null when empty).
+    pub tail: *mut Block,
+    /// Number of blocks.
+    pub len: usize,
+}
+
+impl Default for Chain {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Chain {
+    /// The empty chain.
+    pub const fn new() -> Self {
+        Self {
+            head: ptr::null_mut(),
+            tail: ptr::null_mut(),
+            len: 0,
+        }
+    }
+
+    /// True when the chain holds no block.
+    pub fn is_empty(&self) -> bool {
+        self.head.is_null()
+    }
+
+    /// Adds `b` at the front.
+    ///
+    /// # Safety
+    /// `b` is a free block owned by the caller and not on any list.
+    #[inline]
+    pub unsafe fn push(&mut self, b: *mut Block) {
+        // SAFETY: caller owns b.
+        unsafe { Block::set_next(b, self.head) };
+        if self.head.is_null() {
+            self.tail = b;
+        }
+        self.head = b;
+        self.len += 1;
+    }
+
+    /// Removes the front block.
+    ///
+    /// # Safety
+    /// The chain's blocks are owned by the caller and linked correctly.
+    #[inline]
+    pub unsafe fn pop(&mut self) -> Option<*mut Block> {
+        let b = self.head;
+        if b.is_null() {
+            return None;
+        }
+        // SAFETY: b is the chain's first block.
+        self.head = unsafe { Block::next(b) };
+        if self.head.is_null() {
+            self.tail = ptr::null_mut();
+        }
+        self.len -= 1;
+        Some(b)
+    }
+}

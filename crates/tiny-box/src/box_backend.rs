@@ -1,0 +1,632 @@
+//! The box backend: slabs owned by one thread's heap.
+//!
+//! Each thread that allocates gets a [`Heap`]: per class, a list of partial
+//! slabs (the first is the one allocation takes from) and a list of full
+//! ones. The owner allocates and frees without atomics. Another thread's
+//! free goes onto the slab's remote list (`remote.rs`); the owner collects
+//! it when it next needs blocks, or, for a full slab it armed, when the slab
+//! arrives on the heap's pending stack.
+//!
+//! When a thread exits its heap is abandoned: empty slabs go back to the
+//! superslab, the others onto a global per-class abandoned list, and the
+//! heap struct onto a pool for the next thread. Threads that need a slab of
+//! a class adopt an abandoned one before asking the superslab for more.
+//! Remote frees to an abandoned slab land on its remote list as usual and
+//! are collected by whoever adopts it (or by [`BoxBackend::trim`]).
+
+use core::cell::{Cell, UnsafeCell};
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+use hakmem_superslab::{lock::RawLock, meta};
+
+use crate::block::{Block, Chain};
+use crate::remote;
+use crate::size_class::NUM_CLASSES;
+use crate::slab::{self, new_slab, Notify, SlabList, SlabMeta, SlabQueue};
+use crate::{stats, SmallBackend};
+
+/// A thread's slabs. Never freed: parked in a pool when its thread exits.
+#[repr(C)]
+pub(crate) struct Heap {
+    /// Slabs with remote frees the heap asked to hear about. Must stay the
+    /// first field: `remote::push` reaches it through the owner pointer.
+    pending: AtomicPtr<SlabMeta>,
+    pool_next: *mut Heap,
+    partial: [SlabQueue; NUM_CLASSES],
+    full: [SlabQueue; NUM_CLASSES],
+}
+
+std::thread_local! {
+    static HEAP: Cell<*mut Heap> = const { Cell::new(ptr::null_mut()) };
+}
+
+/// The thread-box backend (the `box-refactor` feature's backend).
+pub struct BoxBackend;
+
+#[inline(always)]
+fn current_heap() -> *mut Heap {
+    HEAP.with(|h| h.get())
+}
+
+#[inline(always)]
+fn owner_id(h: *mut Heap) -> *mut u8 {
+    h.cast()
+}
+
+impl SmallBackend for BoxBackend {
+    const NAME: &'static str = "box";
+
+    #[inline]
+    fn alloc(class: usize) -> *mut u8 {
+        let heap = current_heap();
+        if !heap.is_null() {
+            // SAFETY: the heap is this thread's own.
+            let s = unsafe { (*heap).partial[class].head };
+            if !s.is_null() {
+                // SAFETY: a partial slab of our own heap.
+                let b = unsafe { (*s).take_one() };
+                if !b.is_null() {
+                    return b.cast();
+                }
+            }
+        }
+        alloc_slow(class)
+    }
+
+    #[inline]
+    unsafe fn free(p: *mut u8) {
+        // SAFETY: the caller hands us a block of a slab of this backend.
+        let s = unsafe { SlabMeta::of(p) };
+        let heap = current_heap();
+        // SAFETY: the slab is live while it has this block out.
+        if !heap.is_null() && unsafe { &*s }.owner.load(Ordering::Relaxed) == owner_id(heap) {
+            // SAFETY: our own slab and heap.
+            unsafe { free_local(heap, s, p.cast()) };
+        } else {
+            // SAFETY: the block is given up by the caller.
+            unsafe { remote::push(s, p.cast(), p.cast()) };
+        }
+    }
+
+    fn refill(class: usize, max: usize) -> Chain {
+        let mut out = Chain::new();
+        let Some(heap) = heap_or_attach() else {
+            return out;
+        };
+        while out.len < max {
+            // SAFETY: our own heap.
+            let mut s = unsafe { (*heap).partial[class].head };
+            if s.is_null() {
+                // SAFETY: our own heap.
+                s = unsafe { find_slab(heap, class) };
+                if s.is_null() {
+                    break;
+                }
+            }
+            // SAFETY: a partial slab of our own heap.
+            let m = unsafe { &mut *s };
+            m.take_into(&mut out, max);
+            if out.len < max {
+                // SAFETY: s is the exhausted head of our partial list.
+                unsafe { retire(heap, s) };
+            }
+        }
+        out
+    }
+
+    unsafe fn drain(chain: Chain) {
+        let heap = current_heap();
+        let me = owner_id(heap);
+        let mut group: *mut SlabMeta = ptr::null_mut();
+        let (mut g_head, mut g_tail) = (ptr::null_mut::<Block>(), ptr::null_mut::<Block>());
+        let mut b = chain.head;
+        while !b.is_null() {
+            // SAFETY: the chain is the caller's, properly linked.
+            let next = unsafe { Block::next(b) };
+            // SAFETY: b is a block of this backend.
+            let s = unsafe { SlabMeta::of(b.cast()) };
+            // SAFETY: the slab is live while it has b out.
+            if !heap.is_null() && unsafe { &*s }.owner.load(Ordering::Relaxed) == me {
+                // SAFETY: our own slab.
+                unsafe { free_local(heap, s, b) };
+            } else if s == group {
+                // SAFETY: b is ours to link; the group is being built.
+                unsafe { Block::set_next(g_tail, b) };
+                g_tail = b;
+            } else {
+                if !group.is_null() {
+                    // SAFETY: the group's blocks belong to `group`.
+                    unsafe { remote::push(group, g_head, g_tail) };
+                }
+                group = s;
+                g_head = b;
+                g_tail = b;
+            }
+            b = next;
+        }
+        if !group.is_null() {
+            // SAFETY: as above.
+            unsafe { remote::push(group, g_head, g_tail) };
+        }
+    }
+
+    fn trim() {
+        let heap = current_heap();
+        if !heap.is_null() {
+            // SAFETY: our own heap.
+            unsafe { trim_heap(heap) };
+        }
+        sweep_abandoned();
+    }
+
+    fn prefork() {
+        ABANDONED.lock.lock();
+        HEAP_POOL.lock.lock();
+    }
+
+    fn postfork_parent() {
+        HEAP_POOL.lock.unlock();
+        ABANDONED.lock.unlock();
+    }
+
+    fn postfork_child() {
+        HEAP_POOL.lock.reset_after_fork();
+        ABANDONED.lock.reset_after_fork();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn alloc_slow(class: usize) -> *mut u8 {
+    let Some(heap) = heap_or_attach() else {
+        return ptr::null_mut();
+    };
+    loop {
+        // SAFETY: our own heap.
+        let mut s = unsafe { (*heap).partial[class].head };
+        if s.is_null() {
+            // SAFETY: our own heap.
+            s = unsafe { find_slab(heap, class) };
+            if s.is_null() {
+                return ptr::null_mut();
+            }
+        }
+        // SAFETY: a partial slab of ours.
+        let b = unsafe { (*s).take_one() };
+        if !b.is_null() {
+            return b.cast();
+        }
+        // SAFETY: s is the exhausted head of our partial list.
+        unsafe { retire(heap, s) };
+    }
+}
+
+/// Local free: the slab belongs to `heap`, the calling thread's heap.
+///
+/// # Safety
+/// `s` is a slab of `heap`, `b` one of its blocks that is out.
+#[inline]
+unsafe fn free_local(heap: *mut Heap, s: *mut SlabMeta, b: *mut Block) {
+    // SAFETY: caller's contract.
+    let m = unsafe { &mut *s };
+    // SAFETY: caller's contract.
+    unsafe { m.put_local(b) };
+    if m.list == SlabList::Full || m.used == 0 {
+        // SAFETY: caller's contract.
+        unsafe { free_local_transition(heap, s) };
+    }
+}
+
+#[cold]
+unsafe fn free_local_transition(heap: *mut Heap, s: *mut SlabMeta) {
+    // SAFETY: caller's contract (free_local).
+    let (h, m) = unsafe { (&mut *heap, &mut *s) };
+    let class = m.class();
+    if m.list == SlabList::Full {
+        remote::disarm(m);
+        // SAFETY: s is on our full list.
+        unsafe {
+            h.full[class].remove(s);
+            h.partial[class].push_front(s, SlabList::Partial);
+        }
+    } else if m.used == 0 && h.partial[class].head != s && m.notify != Notify::Queued {
+        // Empty and not the slab we allocate from: give it back. The head
+        // stays, so a workload hovering at a slab boundary does not thrash.
+        // SAFETY: s is on our partial list and holds no block.
+        unsafe {
+            h.partial[class].remove(s);
+            release(s);
+        }
+    }
+}
+
+/// # Safety
+/// `s` is held exclusively, empty, on no list, not Queued.
+unsafe fn release(s: *mut SlabMeta) {
+    // SAFETY: caller's contract.
+    let m = unsafe { &*s };
+    // A freer that queued this slab may still be clearing BUSY in its record.
+    remote::wait_not_busy(m);
+    // SAFETY: caller's contract.
+    unsafe { slab::release_slab(s) };
+}
+
+/// The head slab of `class` has nothing left locally: collect its remote
+/// frees, or move it to the full list with a notification armed.
+///
+/// # Safety
+/// `s` is the head of `heap`'s partial list for its class.
+unsafe fn retire(heap: *mut Heap, s: *mut SlabMeta) {
+    // SAFETY: caller's contract.
+    let (h, m) = unsafe { (&mut *heap, &mut *s) };
+    if remote::collect(m) > 0 {
+        return;
+    }
+    if remote::arm(m) {
+        let class = m.class();
+        // SAFETY: s is on our partial list.
+        unsafe {
+            h.partial[class].remove(s);
+            h.full[class].push_front(s, SlabList::Full);
+        }
+    }
+}
+
+/// Finds a slab of `class` with blocks to give: from the pending stack, the
+/// partial list, the abandoned list, or a fresh one from the superslab.
+/// Leaves it at the head of the partial list. Null when out of memory.
+///
+/// # Safety
+/// `heap` is the calling thread's heap.
+#[cold]
+unsafe fn find_slab(heap: *mut Heap, class: usize) -> *mut SlabMeta {
+    // SAFETY: caller's contract.
+    unsafe { process_pending(heap) };
+    // SAFETY: caller's contract.
+    let h = unsafe { &mut *heap };
+    loop {
+        let s = h.partial[class].head;
+        if s.is_null() {
+            break;
+        }
+        // SAFETY: a slab of our own.
+        let m = unsafe { &mut *s };
+        if m.has_local() || remote::collect(m) > 0 {
+            return s;
+        }
+        // SAFETY: s heads our partial list and is exhausted.
+        unsafe { retire(heap, s) };
+        if h.partial[class].head == s {
+            // Blocks came back while arming.
+            return s;
+        }
+    }
+    if let Some(s) = adopt(heap, class) {
+        return s;
+    }
+    match new_slab(class, owner_id(heap)) {
+        Ok(s) => {
+            // SAFETY: the slab is new and ours.
+            unsafe { h.partial[class].push_front(s, SlabList::Partial) };
+            s
+        }
+        Err(_) => ptr::null_mut(),
+    }
+}
+
+/// Takes every slab off the pending stack: they had remote frees while full.
+///
+/// # Safety
+/// `heap` is the calling thread's heap (or one being abandoned by it).
+unsafe fn process_pending(heap: *mut Heap) {
+    // SAFETY: caller's contract.
+    let h = unsafe { &mut *heap };
+    let mut s = h.pending.swap(ptr::null_mut(), Ordering::Acquire);
+    while !s.is_null() {
+        // SAFETY: slabs on our pending stack are ours.
+        let m = unsafe { &mut *s };
+        let next = m.pending_next.load(Ordering::Relaxed);
+        m.notify = Notify::Idle;
+        remote::collect(m);
+        let class = m.class();
+        if m.list == SlabList::Full {
+            // SAFETY: s is on our full list.
+            unsafe {
+                h.full[class].remove(s);
+                h.partial[class].push_front(s, SlabList::Partial);
+            }
+        } else if m.used == 0 && h.partial[class].head != s {
+            // SAFETY: s is on our partial list and empty.
+            unsafe {
+                h.partial[class].remove(s);
+                release(s);
+            }
+        }
+        s = next;
+    }
+}
+
+#[inline]
+fn heap_or_attach() -> Option<*mut Heap> {
+    let h = current_heap();
+    if h.is_null() {
+        attach()
+    } else {
+        Some(h)
+    }
+}
+
+#[cold]
+fn attach() -> Option<*mut Heap> {
+    let heap = HEAP_POOL.take().or_else(|| {
+        let p = meta::alloc_permanent(core::mem::size_of::<Heap>(), 64).ok()?;
+        stats::heap_created();
+        // Zeroed memory is a valid empty heap: null lists, null pending.
+        Some(p.as_ptr().cast::<Heap>())
+    })?;
+    HEAP.with(|h| h.set(heap));
+    crate::thread_exit::register(heap.cast());
+    Some(heap)
+}
+
+/// Gives up the heap of an exiting thread. Called from the thread-exit hook
+/// with the heap that thread registered.
+pub(crate) fn abandon_heap(heap: *mut Heap) {
+    if heap.is_null() {
+        return;
+    }
+    HEAP.with(|h| {
+        if h.get() == heap {
+            h.set(ptr::null_mut());
+        }
+    });
+    // SAFETY: the exiting thread owned this heap; no one else can.
+    let h = unsafe { &mut *heap };
+    // 1. No slab may stay armed: afterwards no freer will touch `pending`.
+    let mut queued = 0usize;
+    for class in 0..NUM_CLASSES {
+        for list in [&h.partial[class], &h.full[class]] {
+            let mut s = list.head;
+            while !s.is_null() {
+                // SAFETY: slabs on our lists are ours.
+                let m = unsafe { &mut *s };
+                remote::disarm(m);
+                if m.notify == Notify::Queued {
+                    queued += 1;
+                }
+                s = m.next;
+            }
+        }
+    }
+    // 2. Wait for the slabs already queued to arrive, and take them off.
+    while queued > 0 {
+        let mut s = h.pending.swap(ptr::null_mut(), Ordering::Acquire);
+        if s.is_null() {
+            // SAFETY: sched_yield has no preconditions.
+            unsafe { libc::sched_yield() };
+        }
+        while !s.is_null() {
+            // SAFETY: slabs on our pending stack are ours.
+            let m = unsafe { &mut *s };
+            s = m.pending_next.load(Ordering::Relaxed);
+            m.notify = Notify::Idle;
+            queued -= 1;
+        }
+    }
+    // 3. Release what is empty; leave the rest for adoption.
+    for class in 0..NUM_CLASSES {
+        for list in [&mut h.partial[class], &mut h.full[class]] {
+            loop {
+                let s = list.head;
+                if s.is_null() {
+                    break;
+                }
+                // SAFETY: our slab, on this list.
+                unsafe { list.remove(s) };
+                // SAFETY: our slab.
+                let m = unsafe { &mut *s };
+                remote::wait_not_busy(m);
+                remote::collect(m);
+                if m.used == 0 {
+                    // SAFETY: empty, off every list, not queued.
+                    unsafe { slab::release_slab(s) };
+                } else {
+                    m.owner.store(ptr::null_mut(), Ordering::Release);
+                    ABANDONED.push(class, s);
+                    stats::slab_abandoned();
+                }
+            }
+        }
+    }
+    HEAP_POOL.put(heap);
+}
+
+/// Takes an abandoned slab of `class` that has free blocks; puts it at the
+/// head of the partial list. Full ones met on the way go to the full list.
+#[cold]
+fn adopt(heap: *mut Heap, class: usize) -> Option<*mut SlabMeta> {
+    // SAFETY: heap is the calling thread's own.
+    let h = unsafe { &mut *heap };
+    for _ in 0..8 {
+        let s = ABANDONED.pop(class)?;
+        // SAFETY: popped from the abandoned list: ours now.
+        let m = unsafe { &mut *s };
+        m.owner.store(owner_id(heap), Ordering::Release);
+        m.notify = Notify::Idle;
+        stats::slab_adopted();
+        remote::collect(m);
+        if m.has_local() {
+            // SAFETY: ours, on no list.
+            unsafe { h.partial[class].push_front(s, SlabList::Partial) };
+            return Some(s);
+        }
+        if remote::arm(m) {
+            // SAFETY: ours, on no list.
+            unsafe { h.full[class].push_front(s, SlabList::Full) };
+        } else {
+            // SAFETY: ours, on no list; blocks came back while arming.
+            unsafe { h.partial[class].push_front(s, SlabList::Partial) };
+            return Some(s);
+        }
+    }
+    None
+}
+
+/// Collects every slab of the heap and releases the empty ones, the
+/// allocation heads included.
+unsafe fn trim_heap(heap: *mut Heap) {
+    // SAFETY: caller's contract.
+    unsafe { process_pending(heap) };
+    // SAFETY: caller's contract.
+    let h = unsafe { &mut *heap };
+    for class in 0..NUM_CLASSES {
+        let mut s = h.partial[class].head;
+        while !s.is_null() {
+            // SAFETY: our slab.
+            let m = unsafe { &mut *s };
+            let next = m.next;
+            remote::collect(m);
+            if m.used == 0 && m.notify != Notify::Queued {
+                // SAFETY: our slab, on this list, empty.
+                unsafe {
+                    h.partial[class].remove(s);
+                    release(s);
+                }
+            }
+            s = next;
+        }
+    }
+}
+
+/// Releases every abandoned slab whose blocks have all come back.
+fn sweep_abandoned() {
+    for class in 0..NUM_CLASSES {
+        let mut s = ABANDONED.take_all(class);
+        while !s.is_null() {
+            // SAFETY: taken off the abandoned list: ours now.
+            let m = unsafe { &mut *s };
+            let next = m.next;
+            m.next = ptr::null_mut();
+            remote::collect(m);
+            if m.used == 0 {
+                // SAFETY: empty, off every list.
+                unsafe { slab::release_slab(s) };
+            } else {
+                ABANDONED.push(class, s);
+            }
+            s = next;
+        }
+    }
+}
+
+/// Abandoned slabs per class, linked through `next`.
+struct AbandonedLists {
+    lock: RawLock,
+    heads: UnsafeCell<[*mut SlabMeta; NUM_CLASSES]>,
+    count: AtomicUsize,
+}
+
+// SAFETY: `heads` is only touched with `lock` held.
+unsafe impl Sync for AbandonedLists {}
+
+static ABANDONED: AbandonedLists = AbandonedLists {
+    lock: RawLock::new(),
+    heads: UnsafeCell::new([ptr::null_mut(); NUM_CLASSES]),
+    count: AtomicUsize::new(0),
+};
+
+impl AbandonedLists {
+    fn push(&self, class: usize, s: *mut SlabMeta) {
+        self.lock.with(|| {
+            // SAFETY: lock held; s is held by the caller.
+            unsafe {
+                let heads = &mut *self.heads.get();
+                (*s).next = heads[class];
+                (*s).list = SlabList::None;
+                heads[class] = s;
+            }
+        });
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn pop(&self, class: usize) -> Option<*mut SlabMeta> {
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let s = self.lock.with(|| {
+            // SAFETY: lock held.
+            let heads = unsafe { &mut *self.heads.get() };
+            let s = heads[class];
+            if !s.is_null() {
+                // SAFETY: list members are abandoned slabs held by the list.
+                heads[class] = unsafe { (*s).next };
+            }
+            s
+        });
+        if s.is_null() {
+            return None;
+        }
+        self.count.fetch_sub(1, Ordering::Relaxed);
+        // SAFETY: ours now.
+        unsafe { (*s).next = ptr::null_mut() };
+        Some(s)
+    }
+
+    fn take_all(&self, class: usize) -> *mut SlabMeta {
+        let s = self.lock.with(|| {
+            // SAFETY: lock held.
+            let heads = unsafe { &mut *self.heads.get() };
+            core::mem::replace(&mut heads[class], ptr::null_mut())
+        });
+        let mut n = 0;
+        let mut p = s;
+        while !p.is_null() {
+            n += 1;
+            // SAFETY: the taken list is ours.
+            p = unsafe { (*p).next };
+        }
+        self.count.fetch_sub(n, Ordering::Relaxed);
+        s
+    }
+}
+
+/// Heaps of exited threads, waiting for new threads.
+struct HeapPool {
+    lock: RawLock,
+    head: UnsafeCell<*mut Heap>,
+}
+
+// SAFETY: `head` is only touched with `lock` held.
+unsafe impl Sync for HeapPool {}
+
+static HEAP_POOL: HeapPool = HeapPool {
+    lock: RawLock::new(),
+    head: UnsafeCell::new(ptr::null_mut()),
+};
+
+impl HeapPool {
+    fn take(&self) -> Option<*mut Heap> {
+        self.lock.with(|| {
+            // SAFETY: lock held.
+            let head = unsafe { &mut *self.head.get() };
+            let h = *head;
+            if h.is_null() {
+                return None;
+            }
+            // SAFETY: pooled heaps are live and unused.
+            *head = unsafe { (*h).pool_next };
+            Some(h)
+        })
+    }
+
+    fn put(&self, h: *mut Heap) {
+        self.lock.with(|| {
+            // SAFETY: lock held; h is an abandoned, emptied heap.
+            unsafe {
+                (*h).pool_next = *self.head.get();
+                *self.head.get() = h;
+            }
+        });
+    }
+}

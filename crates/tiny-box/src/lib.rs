@@ -1,0 +1,122 @@
+//! # hakmem-tiny-box: small objects
+//!
+//! The layer between the superslab (which hands out 64 KiB slabs) and the
+//! per-thread fast cache. It owns:
+//!
+//! - **size classes** ([`size_class`]): 65 classes from 8 B to
+//!   [`SMALL_MAX`] (16 KiB), constant-time size-to-class mapping;
+//! - **slab metadata**: per slab, a local free list, a bump pointer over
+//!   blocks never handed out, a count of blocks out, and (box backend) an
+//!   owner and a lock-free remote free list;
+//! - **two backends** behind one trait, [`SmallBackend`]:
+//!   [`BoxBackend`] (slabs owned by one thread, remote frees, abandon and
+//!   adopt at thread exit) and [`LegacyBackend`] (per-class lists behind a
+//!   lock). Both are always compiled and tested; the `box-refactor` feature
+//!   picks which one is [`SelectedBackend`], the one the layers above use;
+//! - **the batch API** for the layer above: [`SmallBackend::refill`] hands
+//!   out up to N blocks of a class as one [`Chain`], [`SmallBackend::drain`]
+//!   takes a chain back.
+//!
+//! ## Invariants
+//! - A slab's plain fields are touched only by its holder (box: the owning
+//!   heap's thread, or whoever took it off the abandoned list; legacy: the
+//!   holder of the class lock). Other threads touch only its atomics.
+//! - `used` counts every block out of a slab; a slab goes back to the
+//!   superslab only at `used == 0`, with no pending-stack entry and no
+//!   freer still inside its remote word.
+//! - Blocks freed through one backend were allocated through the same one.
+//! - No allocation through the global allocator, no panics on any path
+//!   reachable from the C ABI, no locks or atomics on the box backend's
+//!   owner-local alloc and free.
+//!
+//! ## May call
+//! `hakmem-superslab` (slabs, the lock, permanent metadata) and `libc`
+//! (pthread keys, `sched_yield`). Never the fast cache above it.
+
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+extern crate std;
+
+mod block;
+mod box_backend;
+mod legacy;
+mod remote;
+pub mod size_class;
+mod slab;
+mod stats;
+mod thread_exit;
+
+pub use block::{Block, Chain};
+pub use box_backend::BoxBackend;
+pub use legacy::LegacyBackend;
+pub use size_class::{class_for_layout, class_size, size_to_class, NUM_CLASSES, SMALL_MAX};
+pub use stats::{snapshot as stats, TinyBoxStats};
+
+use hakmem_superslab::SlabRef;
+
+/// The backend the layers above use: [`BoxBackend`] with the `box-refactor`
+/// feature, [`LegacyBackend`] without.
+#[cfg(feature = "box-refactor")]
+pub type SelectedBackend = BoxBackend;
+/// The backend the layers above use: [`BoxBackend`] with the `box-refactor`
+/// feature, [`LegacyBackend`] without.
+#[cfg(not(feature = "box-refactor"))]
+pub type SelectedBackend = LegacyBackend;
+
+/// What every small-object backend offers the layer above.
+pub trait SmallBackend {
+    /// A short name for tables and test output.
+    const NAME: &'static str;
+
+    /// One block of `class`, or null when memory cannot be had.
+    fn alloc(class: usize) -> *mut u8;
+
+    /// Frees one block, from any thread.
+    ///
+    /// # Safety
+    /// `p` was returned by this backend's `alloc` or `refill` and is not
+    /// used again.
+    unsafe fn free(p: *mut u8);
+
+    /// Up to `max` blocks of `class` (`max >= 1`) in one chain; an empty
+    /// chain means memory cannot be had.
+    fn refill(class: usize, max: usize) -> Chain;
+
+    /// Takes back a chain of blocks of one class, from any thread.
+    ///
+    /// # Safety
+    /// Every block came from this backend, is of one class, and is given up.
+    unsafe fn drain(chain: Chain);
+
+    /// Gives back every empty slab this backend can reach: the calling
+    /// thread's and the abandoned ones (the `malloc_trim` of this layer).
+    fn trim();
+
+    /// Takes this backend's locks before `fork`.
+    fn prefork();
+    /// Releases them in the parent after `fork`.
+    fn postfork_parent();
+    /// Resets them in the child after `fork`.
+    fn postfork_child();
+}
+
+/// The class of the slab `slab` (a slab handed out to this layer).
+pub fn slab_class(slab: SlabRef) -> usize {
+    // SAFETY: the slab is held by this layer, so its client area holds a
+    // SlabMeta written when it was set up.
+    usize::from(unsafe { &*slab.client::<slab::SlabMeta>() }.class)
+}
+
+/// True when `p` is the start of a block of `slab` (a slab of this layer).
+pub fn is_block_start(slab: SlabRef, p: *const u8) -> bool {
+    let offset = p as usize - slab.base() as usize;
+    let size = class_size(slab_class(slab));
+    offset.is_multiple_of(size) && offset / size < size_class::blocks_per_slab(slab_class(slab))
+}
+
+/// Prepares the thread-exit hook early, so that it runs after the hooks of
+/// layers above that are created later (see [`thread_exit`]).
+pub fn init() {
+    thread_exit::init();
+}

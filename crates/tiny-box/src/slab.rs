@@ -1,0 +1,248 @@
+//! Per-slab metadata of this layer, kept in the superslab's out-of-band
+//! slab record, and the operations both backends share.
+//!
+//! Which thread may touch the plain (non-atomic) fields depends on the
+//! backend: in the box backend the slab's owner heap (or whoever took it off
+//! the abandoned list); in the legacy backend whoever holds the class lock.
+//! The atomic fields (`owner`, `remote`, `pending_next`) are the only ones
+//! other threads touch.
+
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicUsize};
+
+use hakmem_superslab::{self as superslab, OutOfMemory, SlabRef};
+
+use crate::block::{Block, Chain};
+use crate::size_class::{blocks_per_slab, class_size};
+
+/// Which list of its owner a slab is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum SlabList {
+    /// On no list (being set up, or abandoned and held by the abandoned list).
+    None = 0,
+    /// Has (or may have) free blocks: the allocation list.
+    Partial = 1,
+    /// Every block is out.
+    Full = 2,
+}
+
+/// What the owner knows of the slab's notification state (box backend).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Notify {
+    /// The remote word carries no NOTIFY bit.
+    Idle = 0,
+    /// The owner set NOTIFY and has not seen it consumed.
+    Armed = 1,
+    /// A remote free consumed NOTIFY: the slab is (or is about to be) on
+    /// the owner heap's pending stack.
+    Queued = 2,
+}
+
+/// This layer's record of one slab.
+#[repr(C)]
+pub(crate) struct SlabMeta {
+    /// Local free list (owner only).
+    pub(crate) free: *mut Block,
+    /// Links in the owner's list (owner only).
+    pub(crate) next: *mut SlabMeta,
+    pub(crate) prev: *mut SlabMeta,
+    /// The owning heap (box backend), null when abandoned. Written by the
+    /// owner or adopter; read by any thread to decide local vs remote free.
+    pub(crate) owner: AtomicPtr<u8>,
+    /// Remote free list head plus flag bits (box backend): see `remote.rs`.
+    pub(crate) remote: AtomicUsize,
+    /// Link in the owner heap's pending stack (box backend).
+    pub(crate) pending_next: AtomicPtr<SlabMeta>,
+    /// Blocks never handed out yet: the next one is `fresh_next`.
+    pub(crate) fresh_next: u32,
+    /// Blocks in the slab.
+    pub(crate) capacity: u32,
+    /// Blocks out of the slab: in use, in a cache, or on the remote list.
+    pub(crate) used: u32,
+    pub(crate) class: u8,
+    pub(crate) list: SlabList,
+    pub(crate) notify: Notify,
+}
+
+impl SlabMeta {
+    /// The metadata of the slab holding `p`.
+    ///
+    /// # Safety
+    /// `p` is inside a slab this layer holds.
+    #[inline(always)]
+    pub(crate) unsafe fn of(p: *const u8) -> *mut SlabMeta {
+        // SAFETY: caller's contract.
+        unsafe { SlabRef::containing(p) }.client::<SlabMeta>()
+    }
+
+    #[inline(always)]
+    pub(crate) fn slab(&self) -> SlabRef {
+        // SAFETY: every SlabMeta lives in a slab record's client area.
+        unsafe { SlabRef::from_client(self as *const SlabMeta as *mut SlabMeta) }
+    }
+
+    #[inline(always)]
+    pub(crate) fn class(&self) -> usize {
+        usize::from(self.class)
+    }
+
+    /// True when a block can be taken without looking at remote frees.
+    #[inline(always)]
+    pub(crate) fn has_local(&self) -> bool {
+        !self.free.is_null() || self.fresh_next < self.capacity
+    }
+
+    /// Takes one block from the local free list or the fresh area.
+    #[inline(always)]
+    pub(crate) fn take_one(&mut self) -> *mut Block {
+        let b = self.free;
+        if !b.is_null() {
+            // SAFETY: b heads the owner's local free list.
+            self.free = unsafe { Block::next(b) };
+            self.used += 1;
+            return b;
+        }
+        if self.fresh_next < self.capacity {
+            let b = self.fresh_block(self.fresh_next);
+            self.fresh_next += 1;
+            self.used += 1;
+            return b;
+        }
+        ptr::null_mut()
+    }
+
+    fn fresh_block(&self, index: u32) -> *mut Block {
+        let offset = index as usize * class_size(self.class());
+        // SAFETY: index < capacity, so the block lies inside the slab.
+        unsafe { self.slab().base().add(offset) }.cast()
+    }
+
+    /// Moves up to `max - out.len` blocks into `out`; returns how many.
+    pub(crate) fn take_into(&mut self, out: &mut Chain, max: usize) -> usize {
+        let mut n = 0;
+        while out.len < max {
+            let b = self.take_one();
+            if b.is_null() {
+                break;
+            }
+            // SAFETY: b was just taken from this slab and belongs to no list.
+            unsafe { out.push(b) };
+            n += 1;
+        }
+        n
+    }
+
+    /// Returns a block to the local free list.
+    ///
+    /// # Safety
+    /// `b` is a block of this slab that is out of it (counted in `used`).
+    #[inline(always)]
+    pub(crate) unsafe fn put_local(&mut self, b: *mut Block) {
+        // SAFETY: caller's contract.
+        unsafe { Block::set_next(b, self.free) };
+        self.free = b;
+        self.used -= 1;
+    }
+
+    /// Appends a chain of `n` blocks of this slab to the local free list.
+    ///
+    /// # Safety
+    /// The chain's blocks belong to this slab and are counted in `used`.
+    pub(crate) unsafe fn put_chain(&mut self, head: *mut Block, tail: *mut Block, n: usize) {
+        // SAFETY: caller's contract.
+        unsafe { Block::set_next(tail, self.free) };
+        self.free = head;
+        self.used -= n as u32;
+    }
+}
+
+/// Takes a fresh slab from the superslab and sets it up for `class`.
+pub(crate) fn new_slab(class: usize, owner: *mut u8) -> Result<*mut SlabMeta, OutOfMemory> {
+    let grant = superslab::alloc_run(1)?;
+    let meta = grant.slab.client::<SlabMeta>();
+    // SAFETY: the slab was just handed to us; its client area is ours to
+    // initialise and nobody else can reach it yet.
+    unsafe {
+        meta.write(SlabMeta {
+            free: ptr::null_mut(),
+            next: ptr::null_mut(),
+            prev: ptr::null_mut(),
+            owner: AtomicPtr::new(owner),
+            remote: AtomicUsize::new(0),
+            pending_next: AtomicPtr::new(ptr::null_mut()),
+            fresh_next: 0,
+            capacity: blocks_per_slab(class) as u32,
+            used: 0,
+            class: class as u8,
+            list: SlabList::None,
+            notify: Notify::Idle,
+        })
+    };
+    crate::stats::slab_taken();
+    Ok(meta)
+}
+
+/// Gives an empty slab back to the superslab.
+///
+/// # Safety
+/// The caller holds the slab exclusively, `used == 0`, it is on no list and
+/// no other thread can still reach it (no pending-stack entry).
+pub(crate) unsafe fn release_slab(meta: *mut SlabMeta) {
+    // SAFETY: caller's contract.
+    let m = unsafe { &*meta };
+    debug_assert_eq!(m.used, 0);
+    debug_assert_eq!(m.list, SlabList::None);
+    crate::stats::slab_released();
+    // SAFETY: the slab came from alloc_run(1) and holds no live block.
+    unsafe { superslab::free_run(m.slab()) };
+}
+
+/// An intrusive doubly linked list of slabs (owner only).
+pub(crate) struct SlabQueue {
+    pub(crate) head: *mut SlabMeta,
+}
+
+impl SlabQueue {
+    pub(crate) const fn new() -> Self {
+        Self {
+            head: ptr::null_mut(),
+        }
+    }
+
+    /// # Safety
+    /// `s` is held by the caller and on no list.
+    pub(crate) unsafe fn push_front(&mut self, s: *mut SlabMeta, list: SlabList) {
+        // SAFETY: caller's contract.
+        let m = unsafe { &mut *s };
+        m.prev = ptr::null_mut();
+        m.next = self.head;
+        if !self.head.is_null() {
+            // SAFETY: list members are held slabs.
+            unsafe { (*self.head).prev = s };
+        }
+        self.head = s;
+        m.list = list;
+    }
+
+    /// # Safety
+    /// `s` is on this list.
+    pub(crate) unsafe fn remove(&mut self, s: *mut SlabMeta) {
+        // SAFETY: caller's contract.
+        let m = unsafe { &mut *s };
+        if m.prev.is_null() {
+            self.head = m.next;
+        } else {
+            // SAFETY: list members are held slabs.
+            unsafe { (*m.prev).next = m.next };
+        }
+        if !m.next.is_null() {
+            // SAFETY: list members are held slabs.
+            unsafe { (*m.next).prev = m.prev };
+        }
+        m.next = ptr::null_mut();
+        m.prev = ptr::null_mut();
+        m.list = SlabList::None;
+    }
+}

@@ -1,0 +1,62 @@
+//! `cargo xtask`: the project's own commands.
+//!
+//! - `cargo xtask test`: the test command. Runs the workspace tests with the
+//!   default features, then the allocator crates' tests in each of the other
+//!   three toggle combinations, then clippy and rustfmt checks.
+//! - `cargo xtask bench`: the benchmark suite (see `bench.rs`).
+
+use std::process::{Command, ExitCode};
+
+use clap::{Parser, Subcommand};
+
+mod test;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "hakmem's build, test and benchmark tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Run every test in all four toggle combinations, plus lint checks.
+    Test(test::TestArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ok = match cli.task {
+        Task::Test(args) => test::run(&args),
+    };
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// Runs a command from the workspace root, echoing it; true on success.
+pub fn run_step(title: &str, cmd: &mut Command) -> bool {
+    eprintln!("\n==> {title}\n    $ {cmd:?}");
+    let root = workspace_root();
+    match cmd.current_dir(&root).status() {
+        Ok(s) if s.success() => true,
+        Ok(s) => {
+            eprintln!("==> FAILED ({s}): {title}");
+            false
+        }
+        Err(e) => {
+            eprintln!("==> could not start {title}: {e}");
+            false
+        }
+    }
+}
+
+/// The workspace root (the xtask crate's parent directory).
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}

@@ -1,0 +1,73 @@
+//! `cargo xtask test`: the whole test suite, in every toggle combination.
+
+use std::process::Command;
+
+use clap::Args;
+
+use crate::run_step;
+
+/// Options of `cargo xtask test`.
+#[derive(Args)]
+pub struct TestArgs {
+    /// Skip the clippy and rustfmt checks.
+    #[arg(long)]
+    no_lint: bool,
+}
+
+/// The four toggle combinations: (name, features of the `hakmem` crate).
+pub const COMBINATIONS: [(&str, &str); 4] = [
+    ("hakmem+box-refactor+fast-path", "box-refactor fast-path"),
+    ("hakmem+box-refactor", "box-refactor"),
+    ("hakmem+fast-path", "fast-path"),
+    ("hakmem", ""),
+];
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// Runs the suite; true when every step passed.
+pub fn run(args: &TestArgs) -> bool {
+    let mut failed = Vec::new();
+    let mut step = |title: String, cmd: &mut Command| {
+        if !run_step(&title, cmd) {
+            failed.push(title);
+        }
+    };
+    step(
+        "workspace tests, default features (hakmem+box-refactor+fast-path)".into(),
+        cargo().args(["test", "--workspace"]),
+    );
+    for (name, features) in &COMBINATIONS[1..] {
+        let mut feats: Vec<String> = features
+            .split_whitespace()
+            .map(|f| format!("hakmem/{f}"))
+            .collect();
+        if features.contains("box-refactor") {
+            feats.push("hakmem-tiny-box/box-refactor".into());
+        }
+        step(
+            format!("allocator tests, {name}"),
+            cargo()
+                .args(["test", "-p", "hakmem", "-p", "hakmem-fastcache", "--no-default-features"])
+                .arg(format!("--features={}", feats.join(","))),
+        );
+    }
+    if !args.no_lint {
+        step(
+            "clippy, all targets, warnings denied".into(),
+            cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+        );
+        step("rustfmt check".into(), cargo().args(["fmt", "--all", "--check"]));
+    }
+    if failed.is_empty() {
+        eprintln!("\n==> all test steps passed");
+        true
+    } else {
+        eprintln!("\n==> {} step(s) failed:", failed.len());
+        for f in &failed {
+            eprintln!("    - {f}");
+        }
+        false
+    }
+}
