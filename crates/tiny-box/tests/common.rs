@@ -31,6 +31,13 @@ pub fn verify(p: *mut u8, class: usize, tag: u64) {
     }
 }
 
+/// Slabs held once every empty slab reachable was given back.
+pub fn settled_held<B: SmallBackend>() -> usize {
+    B::trim();
+    hakmem_superslab::trim();
+    hakmem_tiny_box::stats().slabs_held
+}
+
 /// Gives back every empty slab and checks none is left held.
 pub fn assert_all_returned<B: SmallBackend>(held_before: usize) {
     B::trim();

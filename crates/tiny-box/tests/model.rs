@@ -51,7 +51,7 @@ fn insert(model: &mut Model, p: *mut u8, class: usize, tag: u64) -> Result<(), T
 
 fn run_model<B: SmallBackend>(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let _g = serial();
-    let held = hakmem_tiny_box::stats().slabs_held;
+    let held = common::settled_held::<B>();
     let mut model = Model::new();
     let mut tag = 1u64;
     for o in ops {
@@ -128,7 +128,7 @@ proptest! {
 
 fn fill_many_slabs<B: SmallBackend>() {
     let _g = serial();
-    let held = hakmem_tiny_box::stats().slabs_held;
+    let held = common::settled_held::<B>();
     // More blocks than ten regions of slabs hold, across several classes.
     let mut blocks = Vec::new();
     for (i, class) in [0usize, 5, 20, 40, 64].into_iter().cycle().take(400).enumerate() {

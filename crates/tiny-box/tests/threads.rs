@@ -29,7 +29,7 @@ fn free_blk<B: SmallBackend>(b: Blk) {
 
 fn producer_consumer<B: SmallBackend>() {
     let _g = serial();
-    let held = hakmem_tiny_box::stats().slabs_held;
+    let held = common::settled_held::<B>();
     let (tx, rx) = mpsc::sync_channel::<Vec<Blk>>(8);
     let producer = thread::spawn(move || {
         let mut tag = 0;
@@ -70,6 +70,7 @@ fn legacy_cross_thread_frees_all_come_back() {
 
 fn thread_churn<B: SmallBackend>(threads: usize) {
     let _g = serial();
+    common::settled_held::<B>();
     let before = hakmem_tiny_box::stats();
     // Each thread frees what the previous one handed it (remote frees into
     // slabs of an exited thread), allocates a new set, frees half of it
@@ -158,6 +159,7 @@ fn remote_free_to_abandoned_slab_is_kept() {
 #[test]
 fn full_slab_learns_of_remote_frees() {
     let _g = serial();
+    common::settled_held::<BoxBackend>();
     let before = hakmem_tiny_box::stats();
     let class = 10; // 160 B
     let n = 4 * (SLAB_SIZE / class_size(class));
@@ -189,7 +191,7 @@ fn full_slab_learns_of_remote_frees() {
 
 fn all_classes_at_once<B: SmallBackend>() {
     let _g = serial();
-    let held = hakmem_tiny_box::stats().slabs_held;
+    let held = common::settled_held::<B>();
     let threads = 4;
     let (txs, rxs): (Vec<_>, Vec<_>) = (0..threads).map(|_| mpsc::channel::<Vec<Blk>>()).unzip();
     let handles: Vec<_> = rxs

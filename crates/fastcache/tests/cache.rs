@@ -1,0 +1,166 @@
+//! The fast cache in front of whichever backend the features select.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard};
+use std::thread;
+
+use hakmem_fastcache::{batch_of, bound_of, cached_counts, flush_thread};
+use hakmem_tiny_box::{class_size, SelectedBackend, SmallBackend, NUM_CLASSES};
+use proptest::prelude::*;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn held() -> usize {
+    hakmem_tiny_box::stats().slabs_held
+}
+
+/// Slabs held once everything reachable was given back: the baseline.
+fn settled_held() -> usize {
+    give_back_everything();
+    held()
+}
+
+fn give_back_everything() {
+    flush_thread();
+    SelectedBackend::trim();
+    hakmem_superslab::trim();
+}
+
+#[test]
+fn first_allocation_refills_one_batch_through_tiny_box() {
+    let _g = serial();
+    thread::spawn(|| {
+        for class in [0, 7, 30, NUM_CLASSES - 1] {
+            let p = hakmem_fastcache::alloc(class);
+            assert!(!p.is_null());
+            // One refill of one batch: the rest of it is now cached.
+            assert_eq!(cached_counts()[class] as usize, batch_of(class) - 1);
+            // SAFETY: a live block of this class.
+            unsafe { hakmem_fastcache::free(p, class) };
+            assert_eq!(cached_counts()[class] as usize, batch_of(class));
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn a_list_past_its_bound_drains_down_to_one_batch() {
+    let _g = serial();
+    thread::spawn(|| {
+        let class = 3;
+        let bound = bound_of(class);
+        let blocks: Vec<*mut u8> = (0..bound + 1 + batch_of(class))
+            .map(|_| hakmem_fastcache::alloc(class))
+            .collect();
+        flush_thread();
+        assert_eq!(cached_counts()[class], 0);
+        for (i, p) in blocks.into_iter().enumerate() {
+            // SAFETY: live blocks of this class, freed once.
+            unsafe { hakmem_fastcache::free(p, class) };
+            let c = cached_counts()[class] as usize;
+            assert!(c <= bound, "count {c} passed the bound {bound} after {i} frees");
+        }
+        assert!(cached_counts()[class] as usize >= batch_of(class));
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn exiting_threads_hand_every_cached_block_back() {
+    let _g = serial();
+    let before = settled_held();
+    for round in 0..50 {
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                thread::spawn(move || {
+                    // Leave blocks of many classes in the cache at exit.
+                    for class in (round + t) % 5..NUM_CLASSES {
+                        let ps: Vec<_> = (0..3).map(|_| hakmem_fastcache::alloc(class)).collect();
+                        for p in ps {
+                            // SAFETY: live blocks, freed once.
+                            unsafe { hakmem_fastcache::free(p, class) };
+                        }
+                    }
+                    assert!(cached_counts().iter().any(|&c| c > 0));
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    }
+    give_back_everything();
+    assert_eq!(held(), before, "blocks cached by exited threads were stranded");
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Alloc(usize),
+    Free(usize),
+    Flush,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => prop_oneof![0..8usize, 0..NUM_CLASSES].prop_map(Op::Alloc),
+        5 => any::<usize>().prop_map(Op::Free),
+        1 => Just(Op::Flush),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Blocks from the cache never overlap, keep their contents, and all
+    /// come back; lists never pass their bounds.
+    #[test]
+    fn cache_matches_a_model(ops in proptest::collection::vec(op(), 1..500)) {
+        let _g = serial();
+        let before = settled_held();
+        let mut live: BTreeMap<usize, (usize, u8)> = BTreeMap::new();
+        let mut tag = 0u8;
+        for o in ops {
+            match o {
+                Op::Alloc(c) => {
+                    let p = hakmem_fastcache::alloc(c);
+                    prop_assert!(!p.is_null());
+                    let a = p as usize;
+                    let size = class_size(c);
+                    if let Some((&b, &(bc, _))) = live.range(..a + size).next_back() {
+                        prop_assert!(b + class_size(bc) <= a, "overlap");
+                    }
+                    tag = tag.wrapping_add(1);
+                    // SAFETY: the block is ours, class_size bytes.
+                    unsafe { std::ptr::write_bytes(p, tag, size) };
+                    live.insert(a, (c, tag));
+                }
+                Op::Free(i) => {
+                    if live.is_empty() { continue; }
+                    let a = *live.keys().nth(i % live.len()).unwrap();
+                    let (c, t) = live.remove(&a).unwrap();
+                    // SAFETY: written at Alloc.
+                    let bytes = unsafe { std::slice::from_raw_parts(a as *const u8, class_size(c)) };
+                    prop_assert!(bytes.iter().all(|&b| b == t), "contents changed");
+                    // SAFETY: live, freed once.
+                    unsafe { hakmem_fastcache::free(a as *mut u8, c) };
+                }
+                Op::Flush => flush_thread(),
+            }
+            for (c, &n) in cached_counts().iter().enumerate() {
+                prop_assert!(n as usize <= bound_of(c));
+            }
+        }
+        for (a, (c, _)) in live {
+            // SAFETY: live, freed once.
+            unsafe { hakmem_fastcache::free(a as *mut u8, c) };
+        }
+        give_back_everything();
+        prop_assert_eq!(held(), before);
+    }
+}
