@@ -129,7 +129,11 @@ fn out_of_memory_if_null(p: *mut u8) -> *mut u8 {
 
 #[cold]
 fn alloc_uncommon(size: usize, align: usize, zeroed: bool) -> *mut u8 {
-    if !align.is_power_of_two() || size > isize::MAX as usize - align {
+    if !align.is_power_of_two() {
+        return ptr::null_mut();
+    }
+    if size > isize::MAX as usize - align {
+        stats::out_of_memory();
         return ptr::null_mut();
     }
     if let Some(class) = class_for_layout(size, align) {
@@ -201,7 +205,10 @@ pub fn malloc(size: usize) -> *mut u8 {
 pub fn calloc(n: usize, size: usize) -> *mut u8 {
     match n.checked_mul(size) {
         Some(total) => alloc_aligned(total, 1, true),
-        None => ptr::null_mut(),
+        None => {
+            stats::out_of_memory();
+            ptr::null_mut()
+        }
     }
 }
 

@@ -6,9 +6,9 @@
 //! - **regions**: 2 MiB mappings aligned to 2 MiB, each split into 32 slabs
 //!   of 64 KiB. Slab 0 holds the region header and one out-of-band
 //!   [`SlabRecord`] per slab; the other 31 hold blocks only.
-//! - **slabs and runs**: [`alloc_run`] hands out one slab (for the tiny-box
-//!   layer to cut into small blocks) or a run of contiguous slabs (a large
-//!   block); [`free_run`] takes it back.
+//! - **slabs and runs**: [`alloc_slab`] hands out one slab (for the tiny-box
+//!   layer to cut into small blocks), [`alloc_run`] a run of contiguous
+//!   slabs (a large block); [`free_run`] takes either back.
 //! - **huge blocks**: [`huge::alloc`] maps one block per `mmap`, aligned up
 //!   to any power of two, with a small cache of freed mappings.
 //! - **the registry**: one byte per 2 MiB chunk of the address space saying
@@ -46,7 +46,7 @@ pub mod registry;
 mod stats;
 
 pub use huge::{HugeGrant, HugeRef};
-pub use pool::{alloc_run, free_run, Grant};
+pub use pool::{alloc_run, alloc_slab, free_run, Grant};
 pub use region::{SlabRecord, SlabRef, SlabState, CLIENT_BYTES};
 pub use stats::{snapshot as stats, SuperslabStats};
 

@@ -189,12 +189,32 @@ fn unmap_region(r: *mut RegionHeader) {
     stats::sub(&COUNTERS.regions_live, 1);
 }
 
-/// Hands out `n` contiguous slabs (1 <= n <= 31) of one region. `n == 1` is
-/// a plain slab for small blocks; larger `n` is a large block's run.
+/// What a grant is for: its slab state says so to [`crate::lookup`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// One slab to be cut into small blocks by the layer above.
+    Slab,
+    /// A large block spanning one or more slabs.
+    Run,
+}
+
+/// Hands out one slab for the layer above to cut into small blocks.
 ///
 /// Never fails while the OS gives memory: when no region has room, a new
 /// one is mapped.
+pub fn alloc_slab() -> Result<Grant, OutOfMemory> {
+    grant(1, Use::Slab)
+}
+
+/// Hands out a run of `n` contiguous slabs (1 <= n <= 31) of one region, as
+/// one large block starting at the run's first byte.
+///
+/// Never fails while the OS gives memory, like [`alloc_slab`].
 pub fn alloc_run(n: usize) -> Result<Grant, OutOfMemory> {
+    grant(n, Use::Run)
+}
+
+fn grant(n: usize, use_: Use) -> Result<Grant, OutOfMemory> {
     debug_assert!((1..=crate::MAX_RUN_SLABS).contains(&n));
     let found = with_pool(|st| {
         for head in [st.partial, st.empty] {
@@ -204,7 +224,7 @@ pub fn alloc_run(n: usize) -> Result<Grant, OutOfMemory> {
                 let reg = unsafe { &mut *r };
                 if let Some(start) = find_run(reg.free_mask, n) {
                     // SAFETY: lock held, region live.
-                    return Some(unsafe { take(st, r, start, n) });
+                    return Some(unsafe { take(st, r, start, n, use_) });
                 }
                 r = reg.next;
             }
@@ -217,11 +237,11 @@ pub fn alloc_run(n: usize) -> Result<Grant, OutOfMemory> {
     // Map outside the lock: the syscall may be slow.
     let r = map_region()?;
     // SAFETY: the region is new, so slabs 1..=n are free.
-    Ok(with_pool(|st| unsafe { take(st, r, 1, n) }))
+    Ok(with_pool(|st| unsafe { take(st, r, 1, n, use_) }))
 }
 
 /// Marks slabs `start..start+n` of `r` used and returns the grant.
-unsafe fn take(st: &mut PoolState, r: *mut RegionHeader, start: usize, n: usize) -> Grant {
+unsafe fn take(st: &mut PoolState, r: *mut RegionHeader, start: usize, n: usize, use_: Use) -> Grant {
     let bits = run_mask(start, n);
     // SAFETY: caller's contract: r live, lock held, the bits are free.
     let reg = unsafe { &mut *r };
@@ -234,7 +254,7 @@ unsafe fn take(st: &mut PoolState, r: *mut RegionHeader, start: usize, n: usize)
     // SAFETY: start + n <= SLABS_PER_REGION since the bits were in the mask.
     let slab = unsafe { SlabRef::from_parts(r, start) };
     slab.set_run_len(n);
-    if n == 1 {
+    if use_ == Use::Slab {
         slab.set_state(SlabState::IN_USE);
         stats::add(&COUNTERS.slabs_in_use, 1);
     } else {
@@ -250,13 +270,14 @@ unsafe fn take(st: &mut PoolState, r: *mut RegionHeader, start: usize, n: usize)
     Grant { slab, zeroed }
 }
 
-/// Gives back a slab or run handed out by [`alloc_run`].
+/// Gives back a slab or run handed out by [`alloc_slab`] or [`alloc_run`].
 ///
 /// # Safety
-/// `slab` came from [`alloc_run`], has not been given back since, and no
+/// `slab` came from one of them, has not been given back since, and no
 /// block in it is in use any more.
 pub unsafe fn free_run(slab: SlabRef) {
     let n = slab.run_len();
+    let was_slab = slab.state().contains(SlabState::IN_USE);
     let start = slab.index();
     let r = slab.region();
     let mut to_unmap = ptr::null_mut();
@@ -266,7 +287,7 @@ pub unsafe fn free_run(slab: SlabRef) {
             // SAFETY: the run lies inside the region (it was handed out so).
             unsafe { SlabRef::from_parts(r, start + i) }.set_state(SlabState::empty());
         }
-        if n == 1 {
+        if was_slab {
             stats::sub(&COUNTERS.slabs_in_use, 1);
         } else {
             stats::sub(&COUNTERS.runs_in_use, 1);

@@ -39,7 +39,7 @@ fn exhausting_one_region_maps_another() {
     settle();
     let before = superslab::stats();
     let slabs: Vec<SlabRef> = (0..MAX_RUN_SLABS + 1)
-        .map(|_| superslab::alloc_run(1).expect("the OS gives memory").slab)
+        .map(|_| superslab::alloc_slab().expect("the OS gives memory").slab)
         .collect();
     let mid = superslab::stats();
     assert!(mid.regions_mapped >= before.regions_mapped + 2);
@@ -69,7 +69,12 @@ fn ten_regions_of_slabs_and_runs_succeed() {
     let mut held = Vec::new();
     for i in 0..10 * MAX_RUN_SLABS + 7 {
         let n = if i % 5 == 0 { 1 + i % 9 } else { 1 };
-        let g = superslab::alloc_run(n).expect("grows on demand");
+        let g = if n == 1 && i % 2 == 0 {
+            superslab::alloc_slab()
+        } else {
+            superslab::alloc_run(n)
+        }
+        .expect("grows on demand");
         fill(g.slab, n, (i % 251) as u8);
         held.push((g.slab, n, (i % 251) as u8));
     }
@@ -93,7 +98,7 @@ fn empty_regions_are_kept_up_to_the_retention_limit() {
     // Fill several regions completely, then free everything: at most the
     // retention limit stays mapped until trim.
     let slabs: Vec<_> = (0..4 * MAX_RUN_SLABS)
-        .map(|_| superslab::alloc_run(1).unwrap().slab)
+        .map(|_| superslab::alloc_slab().unwrap().slab)
         .collect();
     for s in &slabs {
         // SAFETY: handed out above.
@@ -106,7 +111,7 @@ fn empty_regions_are_kept_up_to_the_retention_limit() {
     // A workload hovering at the boundary reuses the retained region.
     let mapped = s.regions_mapped;
     for _ in 0..100 {
-        let g = superslab::alloc_run(1).unwrap();
+        let g = superslab::alloc_slab().unwrap();
         // SAFETY: handed out just now.
         unsafe { superslab::free_run(g.slab) };
     }
@@ -125,7 +130,7 @@ fn lookup_classifies_every_kind_of_pointer() {
     assert_eq!(lookup(&*from_libc as *const u64 as *const u8), Lookup::Foreign);
     assert_eq!(lookup(usize::MAX as *const u8), Lookup::Foreign);
 
-    let slab = superslab::alloc_run(1).unwrap().slab;
+    let slab = superslab::alloc_slab().unwrap().slab;
     // SAFETY: inside the slab.
     let inside = unsafe { slab.base().add(100) };
     assert_eq!(lookup(inside), Lookup::Slab(slab));
@@ -204,13 +209,14 @@ fn impossible_huge_requests_fail_cleanly() {
 
 #[derive(Clone, Debug)]
 enum Op {
+    /// A run of n slabs (n = 0: one slab for small blocks).
     Take(usize),
     Give(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => prop_oneof![Just(1usize), 1..=MAX_RUN_SLABS].prop_map(Op::Take),
+        3 => prop_oneof![Just(0usize), Just(1usize), 1..=MAX_RUN_SLABS].prop_map(Op::Take),
         2 => any::<usize>().prop_map(Op::Give),
     ]
 }
@@ -228,23 +234,28 @@ proptest! {
         let mut tag = 0u8;
         for o in ops {
             match o {
-                Op::Take(n) => {
-                    let g = superslab::alloc_run(n).unwrap();
+                Op::Take(k) => {
+                    let (g, n) = if k == 0 {
+                        (superslab::alloc_slab().unwrap(), 1)
+                    } else {
+                        (superslab::alloc_run(k).unwrap(), k)
+                    };
                     let a = g.slab.base() as usize;
                     let end = a + n * SLAB_SIZE;
                     if let Some((&pa, &(_, pn, _))) = model.range(..end).next_back() {
-                        prop_assert!(pa + pn * SLAB_SIZE <= a, "overlap");
+                        prop_assert!(pa + pn.max(1) * SLAB_SIZE <= a, "overlap");
                     }
                     prop_assert_eq!(a / CHUNK_SIZE, (end - 1) / CHUNK_SIZE, "run crosses a region");
                     tag = tag.wrapping_add(1);
                     // SAFETY: ours.
                     unsafe { *(a as *mut u8) = tag; *((end - 1) as *mut u8) = tag; }
-                    model.insert(a, (g.slab, n, tag));
+                    model.insert(a, (g.slab, if k == 0 { 0 } else { n }, tag));
                 }
                 Op::Give(i) => {
                     if model.is_empty() { continue; }
                     let k = *model.keys().nth(i % model.len()).unwrap();
                     let (s, n, t) = model.remove(&k).unwrap();
+                    let n = n.max(1);
                     // SAFETY: written at Take.
                     unsafe {
                         prop_assert_eq!(*(k as *const u8), t);
@@ -254,12 +265,12 @@ proptest! {
                 }
             }
             for (&a, &(s, n, _)) in &model {
-                let expect = if n == 1 { Lookup::Slab(s) } else { Lookup::Run(s) };
+                let expect = if n == 0 { Lookup::Slab(s) } else { Lookup::Run(s) };
                 prop_assert_eq!(lookup(a as *const u8), expect);
             }
         }
         let mid = superslab::stats();
-        let singles = model.values().filter(|v| v.1 == 1).count();
+        let singles = model.values().filter(|v| v.1 == 0).count();
         prop_assert_eq!(mid.slabs_in_use, before.slabs_in_use + singles);
         prop_assert_eq!(mid.runs_in_use, before.runs_in_use + model.len() - singles);
         for (_, (s, _, _)) in model {

@@ -160,7 +160,7 @@ impl SlabMeta {
 
 /// Takes a fresh slab from the superslab and sets it up for `class`.
 pub(crate) fn new_slab(class: usize, owner: *mut u8) -> Result<*mut SlabMeta, OutOfMemory> {
-    let grant = superslab::alloc_run(1)?;
+    let grant = superslab::alloc_slab()?;
     let meta = grant.slab.client::<SlabMeta>();
     // SAFETY: the slab was just handed to us; its client area is ours to
     // initialise and nobody else can reach it yet.
@@ -195,7 +195,7 @@ pub(crate) unsafe fn release_slab(meta: *mut SlabMeta) {
     debug_assert_eq!(m.used, 0);
     debug_assert_eq!(m.list, SlabList::None);
     crate::stats::slab_released();
-    // SAFETY: the slab came from alloc_run(1) and holds no live block.
+    // SAFETY: the slab came from alloc_slab and holds no live block.
     unsafe { superslab::free_run(m.slab()) };
 }
 
