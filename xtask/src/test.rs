@@ -49,16 +49,33 @@ pub fn run(args: &TestArgs) -> bool {
         step(
             format!("allocator tests, {name}"),
             cargo()
-                .args(["test", "-p", "hakmem", "-p", "hakmem-fastcache", "--no-default-features"])
+                .args([
+                    "test",
+                    "-p",
+                    "hakmem",
+                    "-p",
+                    "hakmem-fastcache",
+                    "--no-default-features",
+                ])
                 .arg(format!("--features={}", feats.join(","))),
         );
     }
     if !args.no_lint {
         step(
             "clippy, all targets, warnings denied".into(),
-            cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]),
+            cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
         );
-        step("rustfmt check".into(), cargo().args(["fmt", "--all", "--check"]));
+        step(
+            "rustfmt check".into(),
+            cargo().args(["fmt", "--all", "--check"]),
+        );
     }
     if failed.is_empty() {
         eprintln!("\n==> all test steps passed");

@@ -63,7 +63,10 @@ fn a_list_past_its_bound_drains_down_to_one_batch() {
             // SAFETY: live blocks of this class, freed once.
             unsafe { hakmem_fastcache::free(p, class) };
             let c = cached_counts()[class] as usize;
-            assert!(c <= bound, "count {c} passed the bound {bound} after {i} frees");
+            assert!(
+                c <= bound,
+                "count {c} passed the bound {bound} after {i} frees"
+            );
         }
         assert!(cached_counts()[class] as usize >= batch_of(class));
     })
@@ -96,7 +99,11 @@ fn exiting_threads_hand_every_cached_block_back() {
         }
     }
     give_back_everything();
-    assert_eq!(held(), before, "blocks cached by exited threads were stranded");
+    assert_eq!(
+        held(),
+        before,
+        "blocks cached by exited threads were stranded"
+    );
 }
 
 #[derive(Clone, Debug)]

@@ -16,7 +16,9 @@ fn collections_built_and_torn_down_across_threads() {
             let tx = tx.clone();
             thread::spawn(move || {
                 for round in 0..150 {
-                    let v: Vec<String> = (0..64).map(|i| format!("{t}:{round}:{i}:{}", "x".repeat(i))).collect();
+                    let v: Vec<String> = (0..64)
+                        .map(|i| format!("{t}:{round}:{i}:{}", "x".repeat(i)))
+                        .collect();
                     tx.send((t, v)).unwrap();
                 }
             })

@@ -79,15 +79,30 @@ fn check(case: &str, why: &str) {
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("{case}: child printed no address: {stdout} {stderr}"));
     let report = format!("hakmem: invalid free({addr}): ");
-    assert!(stderr.contains(&report), "{case}: no report `{report}` in {stderr}");
-    assert!(stderr.contains(why), "{case}: report does not say `{why}`: {stderr}");
-    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{case}: {:?}", out.status);
+    assert!(
+        stderr.contains(&report),
+        "{case}: no report `{report}` in {stderr}"
+    );
+    assert!(
+        stderr.contains(why),
+        "{case}: report does not say `{why}`: {stderr}"
+    );
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGABRT),
+        "{case}: {:?}",
+        out.status
+    );
     assert!(!stdout.contains("survived"));
 
     let out = spawn(case, true);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{case} ignored: {:?} {stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "{case} ignored: {:?} {stderr}",
+        out.status
+    );
     assert!(stdout.contains("survived"));
     assert!(stderr.contains("ignored"), "{case}: {stderr}");
 }

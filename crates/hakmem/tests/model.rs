@@ -32,7 +32,11 @@ impl Api {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Alloc { size: usize, align_log: u32, zeroed: bool },
+    Alloc {
+        size: usize,
+        align_log: u32,
+        zeroed: bool,
+    },
     Malloc(usize),
     Calloc(usize, usize),
     AlignedAlloc(u32, usize),
@@ -68,7 +72,13 @@ struct Model {
 }
 
 impl Model {
-    fn add(&mut self, p: *mut u8, api: Api, align: usize, zeroed: bool) -> Result<(), TestCaseError> {
+    fn add(
+        &mut self,
+        p: *mut u8,
+        api: Api,
+        align: usize,
+        zeroed: bool,
+    ) -> Result<(), TestCaseError> {
         prop_assert!(!p.is_null(), "allocation of {:?} failed", api);
         let a = p as usize;
         let size = api.size().max(1);
@@ -102,7 +112,11 @@ impl Model {
     fn check(a: usize, len: usize, tag: u8) -> Result<(), TestCaseError> {
         // SAFETY: a live block of at least `len` bytes.
         let bytes = unsafe { std::slice::from_raw_parts(a as *const u8, len) };
-        prop_assert!(bytes.iter().all(|&b| b == tag), "contents of {:#x} changed", a);
+        prop_assert!(
+            bytes.iter().all(|&b| b == tag),
+            "contents of {:#x} changed",
+            a
+        );
         Ok(())
     }
 
@@ -125,18 +139,38 @@ impl Model {
 
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let _g = serial();
-    let mut m = Model { live: BTreeMap::new(), tag: 0 };
+    let mut m = Model {
+        live: BTreeMap::new(),
+        tag: 0,
+    };
     for o in ops {
         match o {
-            Op::Alloc { size, align_log, zeroed } => {
+            Op::Alloc {
+                size,
+                align_log,
+                zeroed,
+            } => {
                 let l = Layout::from_size_align(size, 1 << align_log).unwrap();
                 // SAFETY: non-zero size.
-                let p = unsafe { if zeroed { HakMem.alloc_zeroed(l) } else { HakMem.alloc(l) } };
+                let p = unsafe {
+                    if zeroed {
+                        HakMem.alloc_zeroed(l)
+                    } else {
+                        HakMem.alloc(l)
+                    }
+                };
                 m.add(p, Api::Rust(l), l.align(), zeroed)?;
             }
-            Op::Malloc(n) => m.add(hakmem::malloc(n), Api::C(n), if n > 8 { 16 } else { 8 }, false)?,
+            Op::Malloc(n) => m.add(
+                hakmem::malloc(n),
+                Api::C(n),
+                if n > 8 { 16 } else { 8 },
+                false,
+            )?,
             Op::Calloc(n, s) => m.add(hakmem::calloc(n, s), Api::C(n * s), 8, true)?,
-            Op::AlignedAlloc(a, s) => m.add(hakmem::aligned_alloc(1 << a, s), Api::C(s), 1 << a, false)?,
+            Op::AlignedAlloc(a, s) => {
+                m.add(hakmem::aligned_alloc(1 << a, s), Api::C(s), 1 << a, false)?
+            }
             Op::Free(i) => {
                 if let Some(a) = m.pick(i) {
                     m.free(a)?;
@@ -150,7 +184,10 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     Api::Rust(l) => {
                         // SAFETY: allocated with this layout; new size non-zero.
                         let q = unsafe { HakMem.realloc(a as *mut u8, l, new) };
-                        (q, Api::Rust(Layout::from_size_align(new, l.align()).unwrap()))
+                        (
+                            q,
+                            Api::Rust(Layout::from_size_align(new, l.align()).unwrap()),
+                        )
                     }
                     Api::C(_) => {
                         if align > 16 {

@@ -64,7 +64,10 @@ fn assert_everything_returned() {
     assert_eq!(s.superslab.slabs_in_use, 0, "{s:#?}");
     assert_eq!(s.superslab.runs_in_use, 0, "{s:#?}");
     assert_eq!(s.superslab.huge_in_use, 0, "{s:#?}");
-    assert_eq!(s.superslab.regions_live, 0, "regions not returned to the OS: {s:#?}");
+    assert_eq!(
+        s.superslab.regions_live, 0,
+        "regions not returned to the OS: {s:#?}"
+    );
     assert_eq!(s.superslab.mapped_bytes, 0, "{s:#?}");
 }
 
@@ -169,8 +172,9 @@ fn rust_layouts_across_threads() {
         for round in 0..200usize {
             let v = (0..40)
                 .map(|i| {
-                    let l = Layout::from_size_align(1 + (round * 37 + i * 101) % 5000, 1 << (i % 8))
-                        .unwrap();
+                    let l =
+                        Layout::from_size_align(1 + (round * 37 + i * 101) % 5000, 1 << (i % 8))
+                            .unwrap();
                     // SAFETY: non-zero size.
                     let p = unsafe { HakMem.alloc(l) };
                     assert!(!p.is_null() && p as usize % l.align() == 0);

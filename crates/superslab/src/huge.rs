@@ -110,7 +110,10 @@ pub fn alloc(size: usize, align: usize) -> Result<HugeGrant, OutOfMemory> {
             let p = unsafe { base.add(PAGE_SIZE) };
             // SAFETY: non-null: derived from a mapping address.
             let block = HugeRef(unsafe { NonNull::new_unchecked(p) });
-            return Ok(HugeGrant { block, zeroed: false });
+            return Ok(HugeGrant {
+                block,
+                zeroed: false,
+            });
         }
     }
     if !registry::ensure() {
@@ -142,17 +145,23 @@ pub fn alloc(size: usize, align: usize) -> Result<HugeGrant, OutOfMemory> {
     let p = unsafe { base.as_ptr().add(offset) };
     // SAFETY: non-null: inside a mapping.
     let block = HugeRef(unsafe { NonNull::new_unchecked(p) });
-    Ok(HugeGrant { block, zeroed: true })
+    Ok(HugeGrant {
+        block,
+        zeroed: true,
+    })
 }
 
 fn cache_take(len: usize) -> Option<*mut u8> {
     with_cache(|c| {
         let mut best: Option<usize> = None;
         for (i, &(base, l)) in c.slots.iter().enumerate() {
-            if base != 0 && l >= len && l <= len.saturating_mul(2)
-                && best.is_none_or(|b| c.slots[b].1 > l) {
-                    best = Some(i);
-                }
+            if base != 0
+                && l >= len
+                && l <= len.saturating_mul(2)
+                && best.is_none_or(|b| c.slots[b].1 > l)
+            {
+                best = Some(i);
+            }
         }
         best.map(|i| {
             let (base, l) = c.slots[i];

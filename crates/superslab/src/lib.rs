@@ -103,9 +103,7 @@ pub fn lookup(p: *const u8) -> Lookup {
             }
             // SAFETY: the registry says a live region starts at the chunk
             // base and index is within 1..SLABS_PER_REGION.
-            let slab = unsafe {
-                SlabRef::from_parts((addr & !(CHUNK_SIZE - 1)) as *mut _, index)
-            };
+            let slab = unsafe { SlabRef::from_parts((addr & !(CHUNK_SIZE - 1)) as *mut _, index) };
             let state = slab.state();
             if state.contains(SlabState::IN_USE) {
                 Lookup::Slab(slab)

@@ -241,7 +241,13 @@ fn grant(n: usize, use_: Use) -> Result<Grant, OutOfMemory> {
 }
 
 /// Marks slabs `start..start+n` of `r` used and returns the grant.
-unsafe fn take(st: &mut PoolState, r: *mut RegionHeader, start: usize, n: usize, use_: Use) -> Grant {
+unsafe fn take(
+    st: &mut PoolState,
+    r: *mut RegionHeader,
+    start: usize,
+    n: usize,
+    use_: Use,
+) -> Grant {
     let bits = run_mask(start, n);
     // SAFETY: caller's contract: r live, lock held, the bits are free.
     let reg = unsafe { &mut *r };

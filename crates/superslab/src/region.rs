@@ -115,7 +115,11 @@ impl SlabRef {
     #[inline]
     pub(crate) unsafe fn from_parts(region: *mut RegionHeader, index: usize) -> Self {
         // SAFETY: in bounds of the header's slab array by the contract.
-        let rec = unsafe { core::ptr::addr_of_mut!((*region).slabs).cast::<SlabRecord>().add(index) };
+        let rec = unsafe {
+            core::ptr::addr_of_mut!((*region).slabs)
+                .cast::<SlabRecord>()
+                .add(index)
+        };
         // SAFETY: derived from a non-null region pointer.
         Self(unsafe { NonNull::new_unchecked(rec) })
     }
@@ -146,7 +150,9 @@ impl SlabRef {
 
     pub(crate) fn set_state(self, s: SlabState) {
         // SAFETY: as in `state`.
-        unsafe { self.0.as_ref() }.state.store(s.bits(), Ordering::Release);
+        unsafe { self.0.as_ref() }
+            .state
+            .store(s.bits(), Ordering::Release);
     }
 
     /// How many slabs the run starting here spans (1 for a single slab).

@@ -26,7 +26,11 @@ fn fill(s: SlabRef, n: usize, byte: u8) {
 fn check(s: SlabRef, n: usize, byte: u8) {
     // SAFETY: the run of n slabs is ours and was filled.
     let bytes = unsafe { std::slice::from_raw_parts(s.base(), n * SLAB_SIZE) };
-    assert!(bytes.iter().all(|&b| b == byte), "run at {:p} corrupted", s.base());
+    assert!(
+        bytes.iter().all(|&b| b == byte),
+        "run at {:p} corrupted",
+        s.base()
+    );
 }
 
 fn settle() {
@@ -115,7 +119,11 @@ fn empty_regions_are_kept_up_to_the_retention_limit() {
         // SAFETY: handed out just now.
         unsafe { superslab::free_run(g.slab) };
     }
-    assert_eq!(superslab::stats().regions_mapped, mapped, "hovering must not thrash");
+    assert_eq!(
+        superslab::stats().regions_mapped,
+        mapped,
+        "hovering must not thrash"
+    );
     settle();
     assert_eq!(superslab::stats().regions_retained, 0);
 }
@@ -124,10 +132,16 @@ fn empty_regions_are_kept_up_to_the_retention_limit() {
 fn lookup_classifies_every_kind_of_pointer() {
     let _g = serial();
     let on_stack = 0u64;
-    assert_eq!(lookup(&on_stack as *const u64 as *const u8), Lookup::Foreign);
+    assert_eq!(
+        lookup(&on_stack as *const u64 as *const u8),
+        Lookup::Foreign
+    );
     assert_eq!(lookup(std::ptr::null()), Lookup::Foreign);
     let from_libc = Box::new(7u64);
-    assert_eq!(lookup(&*from_libc as *const u64 as *const u8), Lookup::Foreign);
+    assert_eq!(
+        lookup(&*from_libc as *const u64 as *const u8),
+        Lookup::Foreign
+    );
     assert_eq!(lookup(usize::MAX as *const u8), Lookup::Foreign);
 
     let slab = superslab::alloc_slab().unwrap().slab;
@@ -140,7 +154,10 @@ fn lookup_classifies_every_kind_of_pointer() {
     let run = superslab::alloc_run(3).unwrap().slab;
     assert_eq!(lookup(run.base()), Lookup::Run(run));
     // SAFETY: inside the run.
-    assert_eq!(lookup(unsafe { run.base().add(SLAB_SIZE + 8) }), Lookup::NotAllocated);
+    assert_eq!(
+        lookup(unsafe { run.base().add(SLAB_SIZE + 8) }),
+        Lookup::NotAllocated
+    );
 
     let h = huge::alloc(3 << 20, 16).unwrap().block;
     assert_eq!(lookup(h.ptr()), Lookup::Huge(h));
@@ -153,7 +170,11 @@ fn lookup_classifies_every_kind_of_pointer() {
         superslab::free_run(run);
         huge::free(h);
     }
-    assert_eq!(lookup(inside), Lookup::NotAllocated, "a freed slab is not allocated");
+    assert_eq!(
+        lookup(inside),
+        Lookup::NotAllocated,
+        "a freed slab is not allocated"
+    );
     settle();
 }
 

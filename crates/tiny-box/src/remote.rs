@@ -111,8 +111,7 @@ pub(crate) fn arm(s: &mut SlabMeta) -> bool {
             core::hint::spin_loop();
             continue;
         }
-        if s
-            .remote
+        if s.remote
             .compare_exchange(w, w | NOTIFY, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
         {

@@ -120,7 +120,11 @@ mod tests {
             let c = size_to_class(size);
             assert!(class_size(c) >= size, "size {size} class {c}");
             if c > 0 {
-                assert!(class_size(c - 1) < size, "size {size} could use class {}", c - 1);
+                assert!(
+                    class_size(c - 1) < size,
+                    "size {size} could use class {}",
+                    c - 1
+                );
             }
         }
     }

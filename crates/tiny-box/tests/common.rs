@@ -17,7 +17,11 @@ pub fn fill(p: *mut u8, class: usize, tag: u64) {
     let n = class_size(class) / 8;
     for i in 0..n {
         // SAFETY: the block is ours and 8-aligned with class_size bytes.
-        unsafe { p.cast::<u64>().add(i).write(tag ^ (i as u64).wrapping_mul(0x9E37)) };
+        unsafe {
+            p.cast::<u64>()
+                .add(i)
+                .write(tag ^ (i as u64).wrapping_mul(0x9E37))
+        };
     }
 }
 
@@ -27,7 +31,11 @@ pub fn verify(p: *mut u8, class: usize, tag: u64) {
     for i in 0..n {
         // SAFETY: as in `fill`.
         let v = unsafe { p.cast::<u64>().add(i).read() };
-        assert_eq!(v, tag ^ (i as u64).wrapping_mul(0x9E37), "block {p:p} word {i} corrupted");
+        assert_eq!(
+            v,
+            tag ^ (i as u64).wrapping_mul(0x9E37),
+            "block {p:p} word {i} corrupted"
+        );
     }
 }
 
@@ -44,7 +52,8 @@ pub fn assert_all_returned<B: SmallBackend>(held_before: usize) {
     hakmem_superslab::trim();
     let s = hakmem_tiny_box::stats();
     assert_eq!(
-        s.slabs_held, held_before,
+        s.slabs_held,
+        held_before,
         "{}: slabs still held after every block came back",
         B::NAME
     );

@@ -5,9 +5,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{fill, serial, verify};
-use hakmem_tiny_box::{
-    class_size, BoxBackend, Chain, LegacyBackend, SmallBackend, NUM_CLASSES,
-};
+use hakmem_tiny_box::{class_size, BoxBackend, Chain, LegacyBackend, SmallBackend, NUM_CLASSES};
 use proptest::prelude::*;
 
 #[derive(Clone, Debug)]
@@ -37,12 +35,17 @@ type Model = BTreeMap<usize, (usize, u64)>;
 fn insert(model: &mut Model, p: *mut u8, class: usize, tag: u64) -> Result<(), TestCaseError> {
     let a = p as usize;
     prop_assert!(!p.is_null());
-    prop_assert_eq!(a % class_size(class).min(16).max(8), 0, "misaligned");
+    prop_assert_eq!(a % class_size(class).clamp(8, 16), 0, "misaligned");
     if let Some((&b, &(c, _))) = model.range(..a + class_size(class)).next_back() {
         prop_assert!(b + class_size(c) <= a, "block {:#x} overlaps {:#x}", a, b);
     }
     if let Some((&b, _)) = model.range(a..).next() {
-        prop_assert!(a + class_size(class) <= b, "block {:#x} overlaps {:#x}", a, b);
+        prop_assert!(
+            a + class_size(class) <= b,
+            "block {:#x} overlaps {:#x}",
+            a,
+            b
+        );
     }
     fill(p, class, tag);
     model.insert(a, (class, tag));
@@ -131,7 +134,12 @@ fn fill_many_slabs<B: SmallBackend>() {
     let held = common::settled_held::<B>();
     // More blocks than ten regions of slabs hold, across several classes.
     let mut blocks = Vec::new();
-    for (i, class) in [0usize, 5, 20, 40, 64].into_iter().cycle().take(400).enumerate() {
+    for (i, class) in [0usize, 5, 20, 40, 64]
+        .into_iter()
+        .cycle()
+        .take(400)
+        .enumerate()
+    {
         let per_slab = hakmem_superslab::SLAB_SIZE / class_size(class);
         let mut chain = B::refill(class, per_slab.min(512));
         // SAFETY: ours.

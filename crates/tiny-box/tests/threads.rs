@@ -151,8 +151,14 @@ fn remote_free_to_abandoned_slab_is_kept() {
     .join()
     .unwrap();
     let after = hakmem_tiny_box::stats();
-    assert!(after.slabs_adopted >= mid.slabs_adopted + 2, "abandoned slabs adopted");
-    assert!(reused <= held_now, "remotely freed blocks of abandoned slabs were reused");
+    assert!(
+        after.slabs_adopted >= mid.slabs_adopted + 2,
+        "abandoned slabs adopted"
+    );
+    assert!(
+        reused <= held_now,
+        "remotely freed blocks of abandoned slabs were reused"
+    );
     common::assert_all_returned::<BoxBackend>(before.slabs_held);
 }
 
@@ -167,13 +173,17 @@ fn full_slab_learns_of_remote_frees() {
     let (to_freer, blocks_rx) = mpsc::channel::<Vec<Blk>>();
     let owner = thread::spawn(move || {
         // Fill four slabs completely: they move to the full list, armed.
-        let first: Vec<Blk> = (0..n).map(|i| alloc_blk::<BoxBackend>(class, i as u64)).collect();
+        let first: Vec<Blk> = (0..n)
+            .map(|i| alloc_blk::<BoxBackend>(class, i as u64))
+            .collect();
         let held_full = hakmem_tiny_box::stats().slabs_held;
         to_freer.send(first).unwrap();
         from_freer.recv().unwrap();
         // Every block came back remotely: allocating as many again must
         // reuse them (the slabs arrive on the pending stack), not take more.
-        let second: Vec<Blk> = (0..n).map(|i| alloc_blk::<BoxBackend>(class, i as u64)).collect();
+        let second: Vec<Blk> = (0..n)
+            .map(|i| alloc_blk::<BoxBackend>(class, i as u64))
+            .collect();
         let held_again = hakmem_tiny_box::stats().slabs_held;
         second.into_iter().for_each(free_blk::<BoxBackend>);
         (held_full, held_again)
@@ -185,7 +195,10 @@ fn full_slab_learns_of_remote_frees() {
     });
     freer.join().unwrap();
     let (held_full, held_again) = owner.join().unwrap();
-    assert!(held_again <= held_full, "{held_again} slabs held vs {held_full}");
+    assert!(
+        held_again <= held_full,
+        "{held_again} slabs held vs {held_full}"
+    );
     common::assert_all_returned::<BoxBackend>(before.slabs_held);
 }
 
