@@ -241,7 +241,10 @@ fn every_small_size_and_alignment_round_trips() {
             let l = Layout::from_size_align(size, 1 << align_log).unwrap();
             // SAFETY: non-zero size.
             let p = unsafe { HakMem.alloc(l) };
-            assert!(!p.is_null() && p as usize % l.align() == 0, "{l:?}");
+            assert!(
+                !p.is_null() && (p as usize).is_multiple_of(l.align()),
+                "{l:?}"
+            );
             assert!(hakmem::usable_size(p) >= size, "{l:?}");
             // SAFETY: ours.
             unsafe {

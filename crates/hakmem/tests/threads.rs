@@ -177,7 +177,7 @@ fn rust_layouts_across_threads() {
                             .unwrap();
                     // SAFETY: non-zero size.
                     let p = unsafe { HakMem.alloc(l) };
-                    assert!(!p.is_null() && p as usize % l.align() == 0);
+                    assert!(!p.is_null() && (p as usize).is_multiple_of(l.align()));
                     // SAFETY: ours.
                     unsafe { p.write_bytes(i as u8, l.size()) };
                     (p as usize, l)

@@ -154,10 +154,8 @@ fn lookup_classifies_every_kind_of_pointer() {
     let run = superslab::alloc_run(3).unwrap().slab;
     assert_eq!(lookup(run.base()), Lookup::Run(run));
     // SAFETY: inside the run.
-    assert_eq!(
-        lookup(unsafe { run.base().add(SLAB_SIZE + 8) }),
-        Lookup::NotAllocated
-    );
+    let in_run = unsafe { run.base().add(SLAB_SIZE + 8) };
+    assert_eq!(lookup(in_run), Lookup::NotAllocated);
 
     let h = huge::alloc(3 << 20, 16).unwrap().block;
     assert_eq!(lookup(h.ptr()), Lookup::Huge(h));
