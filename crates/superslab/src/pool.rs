@@ -286,8 +286,16 @@ pub unsafe fn free_run(slab: SlabRef) {
     let was_slab = slab.state().contains(SlabState::IN_USE);
     let start = slab.index();
     let r = slab.region();
+    // Too much free memory resident already? Then this run goes back to the
+    // kernel — *before* it is published as free: once its bits are set in
+    // the free mask another thread may take it and write to it, and a purge
+    // after that would zero live data.
+    let purge = with_pool(|st| st.dirty_free_slabs + n > DIRTY_SLAB_LIMIT);
+    if purge {
+        os::purge(slab.base(), n << SLAB_SHIFT);
+        stats::add(&COUNTERS.slabs_purged, n);
+    }
     let mut to_unmap = ptr::null_mut();
-    let mut purge = false;
     with_pool(|st| {
         for i in 0..n {
             // SAFETY: the run lies inside the region (it was handed out so).
@@ -302,10 +310,7 @@ pub unsafe fn free_run(slab: SlabRef) {
         // SAFETY: lock held; the region is live while any of its slabs is used.
         let reg = unsafe { &mut *r };
         reg.free_mask |= bits;
-        if st.dirty_free_slabs + n > DIRTY_SLAB_LIMIT {
-            // Too much free memory is resident: this run goes back to the
-            // kernel (made clean) below, outside the lock.
-            purge = true;
+        if purge {
             reg.clean_mask |= bits;
         } else {
             st.dirty_free_slabs += n;
@@ -322,10 +327,8 @@ pub unsafe fn free_run(slab: SlabRef) {
         }
     });
     if !to_unmap.is_null() {
+        // Off every list under the lock: nobody can take from it any more.
         unmap_region(to_unmap);
-    } else if purge {
-        os::purge(slab.base(), n << SLAB_SHIFT);
-        stats::add(&COUNTERS.slabs_purged, n);
     }
 }
 
