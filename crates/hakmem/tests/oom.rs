@@ -80,7 +80,7 @@ fn exhaust(seed: u64, out: &mut Vec<Blk>) -> (usize, usize) {
         let r = xorshift(&mut s);
         // After the first failures, insist on small sizes too: the fast
         // path must give null when its refill fails.
-        let size = if failed > 0 && r % 2 == 0 {
+        let size = if failed > 0 && r.is_multiple_of(2) {
             1 + r as usize % 512
         } else {
             draw_size(r)
