@@ -9,10 +9,14 @@ use std::process::{Command, ExitCode};
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod test;
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "hakmem's build, test and benchmark tasks")]
+#[command(
+    name = "cargo xtask",
+    about = "hakmem's build, test and benchmark tasks"
+)]
 struct Cli {
     #[command(subcommand)]
     task: Task,
@@ -22,12 +26,15 @@ struct Cli {
 enum Task {
     /// Run every test in all four toggle combinations, plus lint checks.
     Test(test::TestArgs),
+    /// Build the workload suite once per allocator and compare them.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let ok = match cli.task {
         Task::Test(args) => test::run(&args),
+        Task::Bench(args) => bench::run(&args),
     };
     if ok {
         ExitCode::SUCCESS
