@@ -3,8 +3,9 @@
 //! what the process still has resident, is back within a small bound of the
 //! baseline — without calling `trim`.
 //!
-//! The bound (`docs/RELIABILITY.md`): the superslab keeps at most two empty
-//! regions (4 MiB) and 4 MiB of free-but-resident slabs; each live thread
+//! The bound (`docs/RELIABILITY.md`): the superslab keeps at most
+//! max(2, live/8) empty regions and 16 MiB of free-but-resident slabs; each
+//! live thread
 //! keeps at most one allocation slab per class; the huge cache keeps at
 //! most 64 MiB of freed huge mappings.
 

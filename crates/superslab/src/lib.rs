@@ -22,9 +22,10 @@
 //!   and then it fails with [`OutOfMemory`], never a panic or abort; the
 //!   next request tries the OS again.
 //! - Gives back: a slab's run returns to its region; a region with no slab
-//!   in use goes back to the OS once more than
-//!   [`pool::RETAINED_EMPTY_REGIONS`] empty regions are kept; free slabs
-//!   beyond [`pool::DIRTY_SLAB_LIMIT`] are purged with `MADV_DONTNEED`.
+//!   in use goes back to the OS once more than max(2, live regions / 8)
+//!   empty regions are kept ([`pool::RETAINED_EMPTY_REGIONS`]); free slabs
+//!   beyond [`pool::DIRTY_SLAB_LIMIT`] are purged with `MADV_DONTNEED`
+//!   before they are published as free.
 //! - A pointer is ours exactly when the registry says so: registering comes
 //!   before handing out, unregistering after taking back.
 //! - Nothing here allocates through the global allocator, panics, or takes

@@ -12,13 +12,27 @@ use crate::registry::{self, ChunkKind};
 use crate::stats::{self, COUNTERS};
 use crate::{lock::RawLock, os, OutOfMemory, CHUNK_SIZE, SLAB_SHIFT, SLAB_SIZE};
 
-/// Empty regions kept mapped so that a workload hovering at a region
+/// Empty regions always kept mapped so that a workload hovering at a region
 /// boundary does not map and unmap on every step.
 pub const RETAINED_EMPTY_REGIONS: usize = 2;
 
+/// A bigger heap keeps up to one empty region per this many live regions
+/// (12.5%), so a workload cycling large blocks through many regions does
+/// not unmap and map them again all the time.
+pub const RETAINED_PER_LIVE_REGIONS: usize = 8;
+
+/// How many empty regions may stay mapped now.
+fn retention_limit() -> usize {
+    let live = COUNTERS.regions_live.load(core::sync::atomic::Ordering::Relaxed);
+    RETAINED_EMPTY_REGIONS.max(live / RETAINED_PER_LIVE_REGIONS)
+}
+
 /// Free-but-dirty slabs allowed across all regions before freed slabs are
-/// purged (made non-resident) at once. 64 slabs = 4 MiB.
-pub const DIRTY_SLAB_LIMIT: usize = 64;
+/// purged (made non-resident) at once. 256 slabs = 16 MiB: enough that a
+/// workload cycling large blocks reuses resident memory instead of paying a
+/// `madvise` and fresh page faults for every block, small enough that RSS
+/// stays within 16 MiB of the live set plus the retained regions.
+pub const DIRTY_SLAB_LIMIT: usize = 256;
 
 const LIST_NONE: u8 = 0;
 const LIST_PARTIAL: u8 = 1;
@@ -317,7 +331,7 @@ pub unsafe fn free_run(slab: SlabRef) {
         }
         // SAFETY: lock held, r live.
         unsafe { relist(st, r) };
-        if reg.list == LIST_EMPTY && st.empty_count > RETAINED_EMPTY_REGIONS {
+        if reg.list == LIST_EMPTY && st.empty_count > retention_limit() {
             // SAFETY: lock held, r live and on the empty list.
             unsafe { unlink(st, r) };
             st.dirty_free_slabs = st
