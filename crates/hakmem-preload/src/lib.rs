@@ -1,3 +1,218 @@
-//! test
+//! # libhakmem.so: hakmem as the C allocator of any program
+//!
+//! The top layer, like snmalloc's `override/`: it exports the C allocation
+//! ABI with glibc's signatures and semantics and forwards every call to the
+//! facade (`hakmem`, named `facade` here because this library's own name is
+//! `hakmem`, which gives `libhakmem.so`). A separate crate, so Rust users of
+//! the facade never get C symbols they did not ask for.
+//!
+//! ## Invariants
+//! - Every function here is `extern "C"`, allocates nothing through any
+//!   other allocator, and cannot unwind: a panic inside aborts (the release
+//!   profile has `panic = "abort"`, and Rust aborts on a panic that would
+//!   leave an `extern "C"` function anyway).
+//! - Failures set `errno` as glibc does: `ENOMEM` for memory that cannot be
+//!   had (or a size that overflows), `EINVAL` for a bad alignment.
+//! - No initialisation is required before the first call: the loader, a
+//!   constructor before `main`, or a thread created by C code may call
+//!   `malloc` first. The constructor below only registers fork handlers
+//!   and the optional exit report.
+//!
+//! ## May call
+//! The facade (`hakmem`) and `libc`.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+use core::ffi::c_void;
+use core::ptr;
+
+use libc::{c_int, size_t};
+
+mod exit_report;
+
+const PAGE: usize = 4096;
+
+fn set_errno(e: c_int) {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    unsafe { *libc::__errno_location() = e };
+}
+
+#[inline]
+fn nomem_if_null(p: *mut u8) -> *mut c_void {
+    if p.is_null() {
+        set_errno(libc::ENOMEM);
+    }
+    p.cast()
+}
+
+/// `malloc(3)`.
 #[no_mangle]
-pub extern "C" fn hakmem_probe() -> usize { facade::usable_size(core::ptr::null()) }
+pub extern "C" fn malloc(size: size_t) -> *mut c_void {
+    nomem_if_null(facade::malloc(size))
+}
+
+/// `free(3)`: null is ignored; a pointer hakmem never handed out is reported
+/// and aborts (or is ignored with `HAKMEM_INVALID_FREE=ignore`).
+///
+/// # Safety
+/// `p` is null or a block from this library, not used afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn free(p: *mut c_void) {
+    // SAFETY: the caller's contract; invalid pointers are detected there.
+    unsafe { facade::free(p.cast()) }
+}
+
+/// `cfree(3)`: the same as `free`.
+///
+/// # Safety
+/// As for [`free`].
+#[no_mangle]
+pub unsafe extern "C" fn cfree(p: *mut c_void) {
+    // SAFETY: as for free.
+    unsafe { facade::free(p.cast()) }
+}
+
+/// `calloc(3)`: zeroed; `n * size` overflowing gives null and `ENOMEM`.
+#[no_mangle]
+pub extern "C" fn calloc(n: size_t, size: size_t) -> *mut c_void {
+    nomem_if_null(facade::calloc(n, size))
+}
+
+/// `realloc(3)` as glibc has it: `realloc(NULL, n)` is `malloc(n)`;
+/// `realloc(p, 0)` frees `p` and returns null; on failure null with `ENOMEM`
+/// and `p` untouched.
+///
+/// # Safety
+/// `p` is null or a live block from this library.
+#[no_mangle]
+pub unsafe extern "C" fn realloc(p: *mut c_void, size: size_t) -> *mut c_void {
+    if !p.is_null() && size == 0 {
+        // SAFETY: the caller's contract.
+        unsafe { facade::free(p.cast()) };
+        return ptr::null_mut();
+    }
+    // SAFETY: the caller's contract.
+    nomem_if_null(unsafe { facade::realloc(p.cast(), size) })
+}
+
+/// `reallocarray(3)`: `realloc(p, n * size)` with overflow giving null and
+/// `ENOMEM` (and `p` untouched).
+///
+/// # Safety
+/// As for [`realloc`].
+#[no_mangle]
+pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: size_t, size: size_t) -> *mut c_void {
+    match n.checked_mul(size) {
+        // SAFETY: the caller's contract.
+        Some(total) => unsafe { realloc(p, total) },
+        None => {
+            set_errno(libc::ENOMEM);
+            ptr::null_mut()
+        }
+    }
+}
+
+/// `posix_memalign(3)`: `EINVAL` unless `align` is a power of two multiple
+/// of `sizeof(void *)`; `ENOMEM` when memory cannot be had. `errno` is left
+/// alone; `*out` is written only on success.
+///
+/// # Safety
+/// `out` is valid for a write of a pointer.
+#[no_mangle]
+pub unsafe extern "C" fn posix_memalign(
+    out: *mut *mut c_void,
+    align: size_t,
+    size: size_t,
+) -> c_int {
+    if !align.is_power_of_two() || !align.is_multiple_of(core::mem::size_of::<*mut c_void>()) {
+        return libc::EINVAL;
+    }
+    let p = facade::aligned_alloc(align, size);
+    if p.is_null() {
+        return libc::ENOMEM;
+    }
+    // SAFETY: the caller's contract.
+    unsafe { *out = p.cast() };
+    0
+}
+
+/// `aligned_alloc(3)`: null with `EINVAL` unless `align` is a power of two
+/// (glibc 2.38's rule); null with `ENOMEM` when memory cannot be had.
+#[no_mangle]
+pub extern "C" fn aligned_alloc(align: size_t, size: size_t) -> *mut c_void {
+    if !align.is_power_of_two() {
+        set_errno(libc::EINVAL);
+        return ptr::null_mut();
+    }
+    nomem_if_null(facade::aligned_alloc(align, size))
+}
+
+/// `memalign(3)`: like glibc, an alignment that is not a power of two is
+/// rounded up to one.
+#[no_mangle]
+pub extern "C" fn memalign(align: size_t, size: size_t) -> *mut c_void {
+    let Some(align) = align.max(1).checked_next_power_of_two() else {
+        set_errno(libc::EINVAL);
+        return ptr::null_mut();
+    };
+    nomem_if_null(facade::aligned_alloc(align, size))
+}
+
+/// `valloc(3)`: page-aligned.
+#[no_mangle]
+pub extern "C" fn valloc(size: size_t) -> *mut c_void {
+    nomem_if_null(facade::aligned_alloc(PAGE, size))
+}
+
+/// `pvalloc(3)`: page-aligned, size rounded up to whole pages (one page for 0).
+#[no_mangle]
+pub extern "C" fn pvalloc(size: size_t) -> *mut c_void {
+    match size.max(1).checked_next_multiple_of(PAGE) {
+        Some(rounded) => nomem_if_null(facade::aligned_alloc(PAGE, rounded)),
+        None => {
+            set_errno(libc::ENOMEM);
+            ptr::null_mut()
+        }
+    }
+}
+
+/// `malloc_usable_size(3)`: bytes usable at `p`; 0 for null.
+///
+/// # Safety
+/// `p` is null or a live block from this library.
+#[no_mangle]
+pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> size_t {
+    facade::usable_size(p.cast())
+}
+
+/// `malloc_trim(3)`: gives back everything hakmem can; returns 1.
+#[no_mangle]
+pub extern "C" fn malloc_trim(_pad: size_t) -> c_int {
+    facade::trim();
+    1
+}
+
+extern "C" fn prefork() {
+    facade::prefork();
+}
+
+extern "C" fn postfork_parent() {
+    facade::postfork_parent();
+}
+
+extern "C" fn postfork_child() {
+    facade::postfork_child();
+}
+
+extern "C" fn on_load() {
+    facade::init();
+    // SAFETY: registering plain extern "C" fns that never unwind.
+    unsafe { libc::pthread_atfork(Some(prefork), Some(postfork_parent), Some(postfork_child)) };
+    exit_report::arm();
+}
+
+/// Runs when the library is loaded, before `main` (and before the
+/// constructors of libraries loaded after it).
+#[used]
+#[link_section = ".init_array"]
+static ON_LOAD: extern "C" fn() = on_load;

@@ -30,14 +30,14 @@ impl InvalidFree {
 
 /// A small stack buffer for composing one line.
 struct Line {
-    buf: [u8; 160],
+    buf: [u8; 256],
     len: usize,
 }
 
 impl Line {
     fn new() -> Self {
         Self {
-            buf: [0; 160],
+            buf: [0; 256],
             len: 0,
         }
     }
@@ -46,6 +46,20 @@ impl Line {
         let n = s.len().min(self.buf.len() - self.len);
         self.buf[self.len..self.len + n].copy_from_slice(&s[..n]);
         self.len += n;
+    }
+
+    fn push_dec(&mut self, mut v: usize) {
+        let mut tmp = [0u8; 20];
+        let mut i = tmp.len();
+        loop {
+            i -= 1;
+            tmp[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        self.push(&tmp[i..]);
     }
 
     fn push_hex(&mut self, v: usize) {
@@ -62,15 +76,23 @@ impl Line {
     fn write(&self) {
         write_stderr(&self.buf[..self.len]);
     }
+
+    fn write_to(&self, fd: i32) {
+        write_fd(fd, &self.buf[..self.len]);
+    }
 }
 
 /// Writes bytes to stderr, ignoring errors (there is nowhere to report them).
 pub(crate) fn write_stderr(bytes: &[u8]) {
+    write_fd(2, bytes);
+}
+
+fn write_fd(fd: i32, bytes: &[u8]) {
     let mut done = 0;
     while done < bytes.len() {
         // SAFETY: the slice is valid for its length; fd 2 may be closed, in
         // which case write fails harmlessly.
-        let n = unsafe { libc::write(2, bytes[done..].as_ptr().cast(), bytes.len() - done) };
+        let n = unsafe { libc::write(fd, bytes[done..].as_ptr().cast(), bytes.len() - done) };
         if n <= 0 {
             return;
         }
@@ -98,4 +120,44 @@ pub fn invalid_free(p: *const u8, why: InvalidFree) {
     line.write();
     // SAFETY: abort has no preconditions and never returns.
     unsafe { libc::abort() };
+}
+
+/// Writes a summary of `stats()` to file descriptor `fd` (two lines starting
+/// `hakmem: stats:`), allocating nothing. Used by the `HAKMEM_STATS=1` exit
+/// report.
+pub fn print_stats_summary(fd: i32) {
+    let s = crate::stats();
+    let mut line = Line::new();
+    let fields: [(&[u8], usize); 7] = [
+        (b"hakmem: stats: mapped_bytes=", s.superslab.mapped_bytes),
+        (b" peak_mapped_bytes=", s.superslab.peak_mapped_bytes),
+        (b" regions_mapped=", s.superslab.regions_mapped),
+        (b" regions_released=", s.superslab.regions_released),
+        (b" slabs_in_use=", s.superslab.slabs_in_use),
+        (b" runs_in_use=", s.superslab.runs_in_use),
+        (b" huge_in_use=", s.superslab.huge_in_use),
+    ];
+    for (name, v) in fields {
+        line.push(name);
+        line.push_dec(v);
+    }
+    line.push(b"\n");
+    line.write_to(fd);
+    let mut line = Line::new();
+    let fields: [(&[u8], usize); 6] = [
+        (b"hakmem: stats: huge_mapped=", s.superslab.huge_mapped),
+        (b" slabs_abandoned=", s.tiny_box.slabs_abandoned),
+        (b" slabs_adopted=", s.tiny_box.slabs_adopted),
+        (b" heaps_created=", s.tiny_box.heaps_created),
+        (b" invalid_frees=", s.invalid_frees),
+        (b" out_of_memory=", s.out_of_memory),
+    ];
+    for (name, v) in fields {
+        line.push(name);
+        line.push_dec(v);
+    }
+    line.push(b" build=");
+    line.push(crate::BUILD_NAME.as_bytes());
+    line.push(b"\n");
+    line.write_to(fd);
 }
