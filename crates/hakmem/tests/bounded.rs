@@ -54,7 +54,7 @@ fn a_gigabyte_phase_leaves_memory_within_the_bound() {
                     }
                     total += size;
                     live.push((p, size));
-                    let live_bytes: usize = if live.len() % 256 == 0 {
+                    let live_bytes: usize = if live.len().is_multiple_of(256) {
                         live.iter().map(|b| b.1).sum()
                     } else {
                         0
@@ -87,9 +87,18 @@ fn a_gigabyte_phase_leaves_memory_within_the_bound() {
         s.superslab.peak_mapped_bytes >> 20,
         s.superslab
     );
-    assert!(s.superslab.peak_mapped_bytes > 200 << 20, "the phase was smaller than meant");
-    assert!(mapped <= base_mapped + BOUND_MAPPED, "{mapped} mapped after the phase");
-    assert!(rss <= base_rss + BOUND_RESIDENT, "{rss} resident after the phase");
+    assert!(
+        s.superslab.peak_mapped_bytes > 200 << 20,
+        "the phase was smaller than meant"
+    );
+    assert!(
+        mapped <= base_mapped + BOUND_MAPPED,
+        "{mapped} mapped after the phase"
+    );
+    assert!(
+        rss <= base_rss + BOUND_RESIDENT,
+        "{rss} resident after the phase"
+    );
     hakmem::trim();
     assert_eq!(hakmem::stats().superslab.mapped_bytes, 0);
 }
