@@ -23,7 +23,9 @@ pub const RETAINED_PER_LIVE_REGIONS: usize = 8;
 
 /// How many empty regions may stay mapped now.
 fn retention_limit() -> usize {
-    let live = COUNTERS.regions_live.load(core::sync::atomic::Ordering::Relaxed);
+    let live = COUNTERS
+        .regions_live
+        .load(core::sync::atomic::Ordering::Relaxed);
     RETAINED_EMPTY_REGIONS.max(live / RETAINED_PER_LIVE_REGIONS)
 }
 
