@@ -3,13 +3,17 @@
 //! - `cargo xtask test`: the test command. Runs the workspace tests with the
 //!   default features, then the allocator crates' tests in each of the other
 //!   three toggle combinations, then clippy and rustfmt checks.
-//! - `cargo xtask bench`: the benchmark suite (see `bench.rs`).
+//! - `cargo xtask bench`: the benchmark suite (see `bench/`).
+//! - `cargo xtask soak`: the long thread-churn soak (see `reliability.rs`).
+//! - `cargo xtask sanitize`: the threaded tests under ASan and TSan
+//!   (nightly toolchain with `rust-src`).
 
 use std::process::{Command, ExitCode};
 
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod reliability;
 mod test;
 
 #[derive(Parser)]
@@ -28,6 +32,10 @@ enum Task {
     Test(test::TestArgs),
     /// Build the workload suite once per allocator and compare them.
     Bench(bench::BenchArgs),
+    /// Run the long thread-churn soak (RSS flat over the run).
+    Soak(reliability::SoakArgs),
+    /// Run the threaded tests under AddressSanitizer and ThreadSanitizer.
+    Sanitize,
 }
 
 fn main() -> ExitCode {
@@ -35,6 +43,8 @@ fn main() -> ExitCode {
     let ok = match cli.task {
         Task::Test(args) => test::run(&args),
         Task::Bench(args) => bench::run(&args),
+        Task::Soak(args) => reliability::soak(&args),
+        Task::Sanitize => reliability::sanitize(),
     };
     if ok {
         ExitCode::SUCCESS
