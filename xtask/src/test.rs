@@ -1,4 +1,5 @@
-//! `cargo xtask test`: the whole test suite, in every toggle combination.
+//! `cargo xtask test`: the whole test suite, in every toggle combination,
+//! plus the hardened (`secure`) build.
 
 use std::process::Command;
 
@@ -60,6 +61,21 @@ pub fn run(args: &TestArgs) -> bool {
                 .arg(format!("--features={}", feats.join(","))),
         );
     }
+    step(
+        "allocator tests, hardened (hakmem+box-refactor+fast-path+secure)".into(),
+        cargo().args([
+            "test",
+            "-p",
+            "hakmem-superslab",
+            "-p",
+            "hakmem-tiny-box",
+            "-p",
+            "hakmem-fastcache",
+            "-p",
+            "hakmem",
+            "--features=hakmem/secure",
+        ]),
+    );
     if !args.no_lint {
         step(
             "clippy, all targets, warnings denied".into(),

@@ -56,11 +56,19 @@ pub use stats::{stats, Stats};
 pub const MIN_ALIGN: usize = 16;
 
 /// The features this build was compiled with, as named in benchmark tables.
-pub const BUILD_NAME: &str = match (cfg!(feature = "box-refactor"), cfg!(feature = "fast-path")) {
-    (true, true) => "hakmem+box-refactor+fast-path",
-    (true, false) => "hakmem+box-refactor",
-    (false, true) => "hakmem+fast-path",
-    (false, false) => "hakmem",
+pub const BUILD_NAME: &str = match (
+    cfg!(feature = "box-refactor"),
+    cfg!(feature = "fast-path"),
+    cfg!(feature = "secure"),
+) {
+    (true, true, false) => "hakmem+box-refactor+fast-path",
+    (true, false, false) => "hakmem+box-refactor",
+    (false, true, false) => "hakmem+fast-path",
+    (false, false, false) => "hakmem",
+    (true, true, true) => "hakmem+box-refactor+fast-path+secure",
+    (true, false, true) => "hakmem+box-refactor+secure",
+    (false, true, true) => "hakmem+fast-path+secure",
+    (false, false, true) => "hakmem+secure",
 };
 
 /// hakmem as Rust's global allocator:
@@ -71,19 +79,26 @@ pub struct HakMem;
 #[inline(always)]
 fn small_alloc(class: usize) -> *mut u8 {
     #[cfg(feature = "fast-path")]
-    {
-        hakmem_fastcache::alloc(class)
-    }
+    let p = hakmem_fastcache::alloc(class);
     #[cfg(not(feature = "fast-path"))]
-    {
-        SelectedBackend::alloc(class)
+    let p = SelectedBackend::alloc(class);
+    #[cfg(feature = "secure")]
+    if !p.is_null() {
+        // SAFETY: a small block just handed out to us.
+        unsafe { hakmem_tiny_box::hardening::mark_allocated(p) };
     }
+    p
 }
 
 /// # Safety
 /// `p` is a live small block of class `class`, given up.
 #[inline(always)]
 unsafe fn small_free(p: *mut u8, class: usize) {
+    // SAFETY: a live small block (caller's contract); stops on a double free.
+    #[cfg(feature = "secure")]
+    unsafe {
+        hakmem_tiny_box::hardening::mark_free(p)
+    };
     #[cfg(feature = "fast-path")]
     // SAFETY: caller's contract.
     unsafe {

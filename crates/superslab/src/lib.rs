@@ -31,6 +31,14 @@
 //! - Nothing here allocates through the global allocator, panics, or takes
 //!   a lock on a per-block path. OS calls live in [`os`] alone.
 //!
+//! ## Hardened builds (`secure` feature)
+//! Every region's data slabs sit between guards: the header slab past the
+//! header's own pages, and the region's last slab, are `PROT_NONE`, so a
+//! linear overflow or underflow out of the slabs faults instead of reaching
+//! metadata or another region. Each region carries a random `secret`
+//! ([`region_secret`]) that the layer above keys its free-list link
+//! encoding and double-free canaries with.
+//!
 //! ## May call
 //! The kernel (through [`os`]) and `libc`. Nothing above it.
 
@@ -48,7 +56,7 @@ mod stats;
 
 pub use huge::{HugeGrant, HugeRef};
 pub use pool::{alloc_run, alloc_slab, free_run, Grant};
-pub use region::{SlabRecord, SlabRef, SlabState, CLIENT_BYTES};
+pub use region::{region_secret, SlabRecord, SlabRef, SlabState, CLIENT_BYTES};
 pub use stats::{snapshot as stats, SuperslabStats};
 
 use static_assertions::const_assert;
@@ -63,8 +71,9 @@ pub const SLAB_SHIFT: u32 = 16;
 pub const SLAB_SIZE: usize = 1 << SLAB_SHIFT;
 /// Slabs in a region, the header slab included.
 pub const SLABS_PER_REGION: usize = CHUNK_SIZE / SLAB_SIZE;
-/// The longest run of slabs one region can hand out.
-pub const MAX_RUN_SLABS: usize = SLABS_PER_REGION - 1;
+/// The longest run of slabs one region can hand out (one fewer in hardened
+/// builds, where the last slab of every region is a guard).
+pub const MAX_RUN_SLABS: usize = SLABS_PER_REGION - 1 - cfg!(feature = "secure") as usize;
 
 const_assert!(SLABS_PER_REGION == 32);
 

@@ -112,3 +112,29 @@ pub fn check_page_size() -> bool {
     let ps = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     ps == PAGE_SIZE as libc::c_long
 }
+
+/// A random word from the kernel (`getrandom`), or, if that fails, one
+/// mixed from the clock and an address (hardened builds then lose
+/// unpredictability, not correctness).
+pub fn random_word() -> usize {
+    let mut w: usize = 0;
+    // SAFETY: getrandom writes at most the given length into `w`.
+    let n = unsafe {
+        libc::getrandom(
+            (&mut w as *mut usize).cast(),
+            core::mem::size_of::<usize>(),
+            libc::GRND_NONBLOCK,
+        )
+    };
+    if n == core::mem::size_of::<usize>() as isize {
+        return w;
+    }
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let x = (ts.tv_nsec as usize) ^ ((ts.tv_sec as usize) << 32) ^ (&w as *const usize as usize);
+    x.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}

@@ -7,7 +7,7 @@
 
 use core::ptr;
 
-use crate::region::{RegionHeader, SlabRef, SlabState, REGION_MAGIC, USABLE_MASK};
+use crate::region::{RegionHeader, SlabRef, SlabState, HEADER_BYTES, REGION_MAGIC, USABLE_MASK};
 use crate::registry::{self, ChunkKind};
 use crate::stats::{self, COUNTERS};
 use crate::{lock::RawLock, os, OutOfMemory, CHUNK_SIZE, SLAB_SHIFT, SLAB_SIZE};
@@ -183,8 +183,25 @@ fn map_region() -> Result<*mut RegionHeader, OutOfMemory> {
     // zero is a valid bit pattern for every header field.
     unsafe {
         (*r).magic = REGION_MAGIC;
+        (*r).secret = os::random_word();
         (*r).free_mask = USABLE_MASK;
         (*r).clean_mask = USABLE_MASK;
+    }
+    if cfg!(feature = "secure") {
+        let guards_ok = os::protect_none(
+            // SAFETY: inside the fresh region: the header slab's tail.
+            unsafe { base.as_ptr().add(HEADER_BYTES) },
+            SLAB_SIZE - HEADER_BYTES,
+        ) && os::protect_none(
+            // SAFETY: inside the fresh region: its last slab.
+            unsafe { base.as_ptr().add(CHUNK_SIZE - SLAB_SIZE) },
+            SLAB_SIZE,
+        );
+        if !guards_ok {
+            os::unmap(base.as_ptr(), CHUNK_SIZE);
+            stats::add(&COUNTERS.map_failures, 1);
+            return Err(OutOfMemory);
+        }
     }
     if !registry::set(base.as_ptr() as usize, ChunkKind::Region) {
         os::unmap(base.as_ptr(), CHUNK_SIZE);
@@ -390,6 +407,6 @@ mod tests {
         assert_eq!(find_run(0b1110, 3), Some(1));
         assert_eq!(find_run(0b1110, 4), None);
         assert_eq!(find_run(0b1101_1010, 2), Some(3));
-        assert_eq!(find_run(USABLE_MASK, 31), Some(1));
+        assert_eq!(find_run(USABLE_MASK, crate::MAX_RUN_SLABS), Some(1));
     }
 }

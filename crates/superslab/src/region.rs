@@ -57,6 +57,9 @@ const_assert_eq!(core::mem::size_of::<SlabRecord>(), 128);
 #[repr(C, align(128))]
 pub(crate) struct RegionHeader {
     pub(crate) magic: usize,
+    /// A random value of this region, for hardened builds to key free-list
+    /// link encoding and double-free canaries with (see [`region_secret`]).
+    pub(crate) secret: usize,
     /// Links in the pool's partial or empty list (pool lock).
     pub(crate) next: *mut RegionHeader,
     pub(crate) prev: *mut RegionHeader,
@@ -74,13 +77,39 @@ const_assert!(core::mem::size_of::<RegionHeader>() <= SLAB_SIZE);
 const_assert!(SLABS_PER_REGION <= 32);
 const_assert!(CHUNK_SIZE.is_power_of_two() && SLAB_SIZE.is_power_of_two());
 
-/// Mask of the slabs that can hold blocks (all but the header slab).
-pub(crate) const USABLE_MASK: u32 = if SLABS_PER_REGION == 32 {
-    !1u32
-} else {
-    ((1u32 << SLABS_PER_REGION) - 1) & !1
+/// Mask of the slabs that can hold blocks: all but the header slab, and in
+/// hardened builds also the last slab, which is a guard.
+pub(crate) const USABLE_MASK: u32 = {
+    let all = if SLABS_PER_REGION == 32 {
+        u32::MAX
+    } else {
+        (1u32 << SLABS_PER_REGION) - 1
+    };
+    let guard = if cfg!(feature = "secure") {
+        1u32 << (SLABS_PER_REGION - 1)
+    } else {
+        0
+    };
+    all & !1 & !guard
 };
 
+/// Bytes at the start of the header slab that hold the header; in hardened
+/// builds the rest of the header slab is a guard.
+pub(crate) const HEADER_BYTES: usize = {
+    let page = crate::os::PAGE_SIZE;
+    core::mem::size_of::<RegionHeader>().div_ceil(page) * page
+};
+
+/// The secret of the region holding `addr`.
+///
+/// # Safety
+/// `addr` lies inside a live region.
+#[inline(always)]
+pub unsafe fn region_secret(addr: usize) -> usize {
+    let header = (addr & !(CHUNK_SIZE - 1)) as *const RegionHeader;
+    // SAFETY: the caller's contract: the header is mapped and initialised.
+    unsafe { (*header).secret }
+}
 /// A handle to one slab (or the head slab of a large run) that this layer
 /// handed out. Copyable; it says nothing about who may use the slab, which
 /// is the business of the layer that holds it.

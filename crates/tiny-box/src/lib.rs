@@ -29,6 +29,13 @@
 //!   reachable from the C ABI, no locks or atomics on the box backend's
 //!   owner-local alloc and free.
 //!
+//! ## Hardened builds (`secure` feature)
+//! Free-list links are encoded with the region's secret and checked on
+//! every read; the facade marks every freed block with a keyed canary and
+//! stops on a second free ([`hardening`]); fresh slabs hand their blocks out
+//! in a random order; requests of 8 bytes or less get 16-byte blocks, so
+//! every free block has room for its link and its canary.
+//!
 //! ## May call
 //! `hakmem-superslab` (slabs, the lock, permanent metadata) and `libc`
 //! (pthread keys, `sched_yield`). Never the fast cache above it.
@@ -40,6 +47,8 @@ extern crate std;
 
 mod block;
 mod box_backend;
+#[cfg(feature = "secure")]
+pub mod hardening;
 mod legacy;
 mod remote;
 pub mod size_class;

@@ -41,9 +41,12 @@ const LUT_MAX: usize = 1024;
 /// Class of each request size up to 1 KiB, indexed by `(size + 7) / 8`.
 static SMALL_LUT: [u8; LUT_MAX / 8 + 1] = {
     let mut t = [0u8; LUT_MAX / 8 + 1];
-    let mut i = 1;
+    // Hardened builds keep a canary in every free block's second word, so
+    // the smallest block they hand out is 16 bytes.
+    let min = if cfg!(feature = "secure") { 16 } else { 1 };
+    let mut i = 0;
     while i <= LUT_MAX / 8 {
-        let size = i * 8;
+        let size = if i * 8 < min { min } else { i * 8 };
         let mut c = 0;
         while (CLASS_SIZES[c] as usize) < size {
             c += 1;
@@ -119,7 +122,9 @@ mod tests {
         for size in 1..=SMALL_MAX {
             let c = size_to_class(size);
             assert!(class_size(c) >= size, "size {size} class {c}");
-            if c > 0 {
+            // Hardened builds never use the 8 B class.
+            let smallest = if cfg!(feature = "secure") { 1 } else { 0 };
+            if c > smallest {
                 assert!(
                     class_size(c - 1) < size,
                     "size {size} could use class {}",

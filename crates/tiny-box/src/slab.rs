@@ -64,6 +64,11 @@ pub(crate) struct SlabMeta {
     pub(crate) class: u8,
     pub(crate) list: SlabList,
     pub(crate) notify: Notify,
+    /// Hardened builds hand fresh blocks out in the order
+    /// `(fresh_start + i * fresh_stride) % capacity`, with a stride
+    /// coprime to the capacity: a permutation chosen at random per slab.
+    pub(crate) fresh_start: u16,
+    pub(crate) fresh_stride: u16,
 }
 
 impl SlabMeta {
@@ -114,6 +119,9 @@ impl SlabMeta {
     }
 
     fn fresh_block(&self, index: u32) -> *mut Block {
+        #[cfg(feature = "secure")]
+        let index =
+            (u32::from(self.fresh_start) + index * u32::from(self.fresh_stride)) % self.capacity;
         let offset = index as usize * class_size(self.class());
         // SAFETY: index < capacity, so the block lies inside the slab.
         unsafe { self.slab().base().add(offset) }.cast()
@@ -178,10 +186,39 @@ pub(crate) fn new_slab(class: usize, owner: *mut u8) -> Result<*mut SlabMeta, Ou
             class: class as u8,
             list: SlabList::None,
             notify: Notify::Idle,
+            fresh_start: 0,
+            fresh_stride: 1,
         })
     };
+    #[cfg(feature = "secure")]
+    {
+        // SAFETY: just initialised, still ours alone.
+        let m = unsafe { &mut *meta };
+        let (start, stride) = random_order(m.capacity);
+        m.fresh_start = start;
+        m.fresh_stride = stride;
+    }
     crate::stats::slab_taken();
     Ok(meta)
+}
+
+/// A random start and a random stride coprime to `capacity`: together a
+/// permutation of the slab's blocks.
+#[cfg(feature = "secure")]
+fn random_order(capacity: u32) -> (u16, u16) {
+    fn gcd(mut a: u32, mut b: u32) -> u32 {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    }
+    let r = superslab::os::random_word();
+    let start = (r as u32) % capacity;
+    let mut stride = ((r >> 32) as u32 % capacity).max(1);
+    while gcd(stride, capacity) != 1 {
+        stride += 1;
+    }
+    (start as u16, stride as u16)
 }
 
 /// Gives an empty slab back to the superslab.

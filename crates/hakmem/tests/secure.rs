@@ -1,0 +1,156 @@
+//! Attacks on a hardened build (`--features secure`), each performed in a
+//! child process (this test binary re-executed with `HAKMEM_ATTACK` set)
+//! and each caught: the report names the addresses and the process aborts.
+#![cfg(feature = "secure")]
+
+use std::process::Command;
+
+const ATTACK_ENV: &str = "HAKMEM_ATTACK";
+const CLASS_SIZE: usize = 64;
+
+/// Two blocks of one class where the second directly follows the first.
+fn adjacent_pair() -> (*mut u8, *mut u8) {
+    let blocks: Vec<usize> = (0..512)
+        .map(|_| hakmem::malloc(CLASS_SIZE) as usize)
+        .collect();
+    let mut sorted = blocks.clone();
+    sorted.sort_unstable();
+    let a = sorted
+        .windows(2)
+        .find(|w| w[1] == w[0] + CLASS_SIZE)
+        .map(|w| w[0])
+        .expect("some blocks of a slab are adjacent");
+    for &p in &blocks {
+        if p != a && p != a + CLASS_SIZE {
+            // SAFETY: live blocks, freed once.
+            unsafe { hakmem::free(p as *mut u8) };
+        }
+    }
+    (a as *mut u8, (a + CLASS_SIZE) as *mut u8)
+}
+
+fn attack(name: &str) {
+    let target = [0u64; 16];
+    let planted = target.as_ptr() as usize;
+    match name {
+        "overflow-into-freed-neighbour" => {
+            let (a, b) = adjacent_pair();
+            // SAFETY: b is live; freed once here.
+            unsafe { hakmem::free(b) };
+            // A heap overflow out of `a` writes an address into b's link.
+            // SAFETY: deliberately out of bounds of `a` (into freed `b`).
+            unsafe { a.add(CLASS_SIZE).cast::<usize>().write(planted) };
+            // The next allocations of the class pop b and read its link.
+            for _ in 0..4 {
+                let p = hakmem::malloc(CLASS_SIZE);
+                println!("got {p:p}");
+                if p as usize == planted {
+                    println!("attack succeeded");
+                }
+            }
+        }
+        "use-after-free-write" => {
+            let p = hakmem::malloc(CLASS_SIZE);
+            // SAFETY: live, freed once.
+            unsafe { hakmem::free(p) };
+            // SAFETY: deliberately a use after free, into the link word.
+            unsafe { p.cast::<usize>().write(planted) };
+            for _ in 0..4 {
+                let q = hakmem::malloc(CLASS_SIZE);
+                if q as usize == planted {
+                    println!("attack succeeded");
+                }
+            }
+        }
+        "double-free-small" => {
+            let p = hakmem::malloc(24);
+            // SAFETY: live, freed once; the second free is the attack.
+            unsafe {
+                hakmem::free(p);
+                hakmem::free(p);
+            }
+        }
+        "double-free-rust" => {
+            use std::alloc::{GlobalAlloc, Layout};
+            let l = Layout::from_size_align(100, 8).unwrap();
+            // SAFETY: allocated and freed twice on purpose.
+            unsafe {
+                let p = hakmem::HakMem.alloc(l);
+                hakmem::HakMem.dealloc(p, l);
+                hakmem::HakMem.dealloc(p, l);
+            }
+        }
+        other => panic!("unknown attack {other}"),
+    }
+    println!("survived");
+}
+
+#[test]
+fn child() {
+    if let Ok(name) = std::env::var(ATTACK_ENV) {
+        attack(&name);
+    }
+}
+
+fn caught(name: &str, report: &str) {
+    use std::os::unix::process::ExitStatusExt;
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child", "--nocapture", "--test-threads", "1"])
+        .env(ATTACK_ENV, name)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stdout.contains("attack succeeded"), "{name}: {stdout}");
+    assert!(
+        !stdout.contains("survived"),
+        "{name} was not stopped: {stdout}"
+    );
+    assert!(stderr.contains(report), "{name}: no `{report}` in {stderr}");
+    assert_eq!(
+        out.status.signal(),
+        Some(libc::SIGABRT),
+        "{name}: {:?}",
+        out.status
+    );
+}
+
+#[test]
+fn overflow_into_a_freed_neighbour_is_caught() {
+    caught(
+        "overflow-into-freed-neighbour",
+        "hakmem: heap corruption detected: a free-list link was overwritten",
+    );
+}
+
+#[test]
+fn use_after_free_write_into_a_link_is_caught() {
+    caught(
+        "use-after-free-write",
+        "hakmem: heap corruption detected: a free-list link was overwritten",
+    );
+}
+
+#[test]
+fn double_free_of_a_small_block_is_caught() {
+    caught(
+        "double-free-small",
+        "hakmem: heap corruption detected: double free of 0x",
+    );
+}
+
+#[test]
+fn double_dealloc_through_global_alloc_is_caught() {
+    caught(
+        "double-free-rust",
+        "hakmem: heap corruption detected: double free of 0x",
+    );
+}
+
+#[test]
+fn eight_byte_requests_get_room_for_a_canary() {
+    let p = hakmem::malloc(1);
+    assert!(hakmem::usable_size(p) >= 16);
+    // SAFETY: live, freed once.
+    unsafe { hakmem::free(p) };
+}
