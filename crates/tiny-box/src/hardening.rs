@@ -36,28 +36,30 @@ pub fn corruption(what: &str, a: usize, b: usize) -> ! {
     }
 }
 
-/// The class of the small block at `p`, if `p` is the start of a block in
-/// a slab of this layer.
-fn block_class(p: usize) -> Option<usize> {
-    match lookup(p as *const u8) {
-        Lookup::Slab(slab) if crate::is_block_start(slab, p as *const u8) => {
-            Some(crate::slab_class(slab))
-        }
-        _ => None,
-    }
-}
-
 /// Checks that the free block `b` links to `next`, a block of its class.
+///
+/// A link decodes correctly only if it was written by this layer with the
+/// region's secret; anything a program wrote over it decodes to an address
+/// that is, with overwhelming probability, not 8-aligned inside a small
+/// slab of the same class. Checking that costs three loads and no division,
+/// so it runs on every pop.
 #[inline]
 pub(crate) fn check_link(b: *mut crate::Block, next: *mut crate::Block) {
-    let (b, next) = (b as usize, next as usize);
-    // SAFETY: b is a live free block, so its slab is held by this layer.
-    let class = crate::slab_class(unsafe { SlabRef::containing(b as *const u8) });
-    if block_class(next) != Some(class) {
+    let next_addr = next as usize;
+    let plausible = next_addr % 8 == 0
+        && match lookup(next as *const u8) {
+            // SAFETY: b is a live free block, so its slab is held by this
+            // layer; `slab` was just found in use by the registry.
+            Lookup::Slab(slab) => unsafe {
+                crate::slab_class(slab) == crate::slab_class(SlabRef::containing(b as *const u8))
+            },
+            _ => false,
+        };
+    if !plausible {
         corruption(
             "a free-list link was overwritten (block, bad link):",
-            b,
-            next,
+            b as usize,
+            next_addr,
         );
     }
 }
