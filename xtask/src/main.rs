@@ -53,6 +53,11 @@ fn main() -> ExitCode {
     }
 }
 
+/// The cargo that runs this xtask (or `cargo` from the PATH).
+pub fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
 /// Runs a command from the workspace root, echoing it; true on success.
 pub fn run_step(title: &str, cmd: &mut Command) -> bool {
     eprintln!("\n==> {title}\n    $ {cmd:?}");

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use clap::Args;
 
-use crate::run_step;
+use crate::{cargo, run_step};
 
 /// Options of `cargo xtask soak`.
 #[derive(Args)]
@@ -13,10 +13,6 @@ pub struct SoakArgs {
     /// How long the thread-churn soak runs, in seconds (at least 12).
     #[arg(long, default_value_t = 60)]
     seconds: u64,
-}
-
-fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
 /// The thread-churn soak (`crates/hakmem/tests/soak.rs`), in release.

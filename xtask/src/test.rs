@@ -5,7 +5,7 @@ use std::process::Command;
 
 use clap::Args;
 
-use crate::run_step;
+use crate::{cargo, run_step};
 
 /// Options of `cargo xtask test`.
 #[derive(Args)]
@@ -22,10 +22,6 @@ pub const COMBINATIONS: [(&str, &str); 4] = [
     ("hakmem+fast-path", "fast-path"),
     ("hakmem", ""),
 ];
-
-fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-}
 
 /// Runs the suite; true when every step passed.
 pub fn run(args: &TestArgs) -> bool {
@@ -83,6 +79,24 @@ pub fn run(args: &TestArgs) -> bool {
                 "clippy",
                 "--workspace",
                 "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        );
+        step(
+            "clippy, hardened and legacy builds".into(),
+            cargo().args([
+                "clippy",
+                "-p",
+                "hakmem",
+                "-p",
+                "hakmem-tiny-box",
+                "-p",
+                "hakmem-superslab",
+                "--all-targets",
+                "--no-default-features",
+                "--features=hakmem/secure",
                 "--",
                 "-D",
                 "warnings",

@@ -23,7 +23,10 @@
 //!   `const`-initialised thread-local without a destructor.
 //!
 //! ## May call
-//! `hakmem-tiny-box` (its [`SelectedBackend`]) and `libc` (the pthread key).
+//! `hakmem-tiny-box` (its [`SelectedBackend`]) and, past it, one piece of
+//! `hakmem-superslab`: its `thread_key::ThreadExitKey`, the one
+//! implementation of a thread-exit hook that both this layer and tiny-box
+//! use (an OS-level primitive, like the superslab's other OS calls).
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -32,8 +35,8 @@ extern crate std;
 
 use core::cell::UnsafeCell;
 use core::ptr;
-use core::sync::atomic::{AtomicUsize, Ordering};
 
+use hakmem_superslab::thread_key::ThreadExitKey;
 use hakmem_tiny_box::{class_size, Block, Chain, SelectedBackend, SmallBackend, NUM_CLASSES};
 
 /// Bytes one refill batch aims at, whatever the class.
@@ -208,10 +211,8 @@ fn start_thread() {
         }
         c.phase = Phase::Active;
     });
-    if let Some(k) = key() {
-        // SAFETY: the key exists; a non-null value makes its destructor run.
-        unsafe { libc::pthread_setspecific(k, core::ptr::dangling_mut::<libc::c_void>()) };
-    }
+    // SAFETY: the destructor ignores its value; any non-null one makes it run.
+    unsafe { KEY.arm(core::ptr::dangling_mut::<libc::c_void>()) };
 }
 
 /// Hands every cached block of the calling thread back to tiny-box. The
@@ -249,33 +250,11 @@ extern "C" fn on_thread_exit(_: *mut libc::c_void) {
     });
 }
 
-/// 0: not created yet; otherwise the key plus one.
-static KEY: AtomicUsize = AtomicUsize::new(0);
-
-#[cold]
-fn key() -> Option<libc::pthread_key_t> {
-    let k = KEY.load(Ordering::Acquire);
-    if k != 0 {
-        return Some((k - 1) as libc::pthread_key_t);
-    }
-    let mut new: libc::pthread_key_t = 0;
-    // SAFETY: valid out-pointer; the destructor never unwinds.
-    if unsafe { libc::pthread_key_create(&mut new, Some(on_thread_exit)) } != 0 {
-        return None;
-    }
-    match KEY.compare_exchange(0, new as usize + 1, Ordering::AcqRel, Ordering::Acquire) {
-        Ok(_) => Some(new),
-        Err(winner) => {
-            // SAFETY: `new` was created above and never used.
-            unsafe { libc::pthread_key_delete(new) };
-            Some((winner - 1) as libc::pthread_key_t)
-        }
-    }
-}
+static KEY: ThreadExitKey = ThreadExitKey::new(on_thread_exit);
 
 /// Creates this layer's thread-exit key, then tiny-box's, so that at thread
 /// exit the cache is flushed before tiny-box abandons the thread's heap.
 pub fn init() {
-    let _ = key();
+    let _ = KEY.get();
     hakmem_tiny_box::init();
 }

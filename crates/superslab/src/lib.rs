@@ -16,6 +16,8 @@
 //!   without touching memory that may not be mapped.
 //! - **permanent metadata**: [`meta::alloc_permanent`] for bookkeeping that
 //!   lives forever (per-thread heaps of the layer above).
+//! - **thread-exit hooks**: [`thread_key::ThreadExitKey`], a pthread key
+//!   with a destructor, which the layers above use to learn of thread exit.
 //!
 //! ## Invariants
 //! - Grows on demand: a request fails only when the OS refuses a mapping,
@@ -53,6 +55,7 @@ pub mod pool;
 mod region;
 pub mod registry;
 mod stats;
+pub mod thread_key;
 
 pub use huge::{HugeGrant, HugeRef};
 pub use pool::{alloc_run, alloc_slab, free_run, Grant};

@@ -29,7 +29,7 @@ use std::time::Duration;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::{run_step, workspace_root};
+use crate::{cargo, run_step, workspace_root};
 use report::{AllocatorResult, Report, WorkloadResult};
 use suite::{Allocator, Workload, ALLOCATORS, DEFAULT_SECONDS, DEFAULT_WORKLOADS, WORKLOADS};
 
@@ -191,10 +191,6 @@ fn write(path: &Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     eprintln!("==> wrote {}", path.display());
     Ok(())
-}
-
-fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
 /// The target directory cargo uses here: `CARGO_TARGET_DIR` and config

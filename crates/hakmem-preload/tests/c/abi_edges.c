@@ -10,8 +10,19 @@
 
 #define CHECK(c) do { if (!(c)) { fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #c); return 1; } } while (0)
 
+/* Allocation before main, from a constructor; freed by main. */
+static unsigned char *early;
+__attribute__((constructor)) static void before_main(void) {
+    early = malloc(100);
+    if (early) memset(early, 0x5A, 100);
+    free(malloc(1 << 20)); /* and a large block, before main too */
+}
+
 int main(void) {
     void *p, *q;
+    CHECK(early != NULL && early[0] == 0x5A && early[99] == 0x5A);
+    CHECK(malloc_usable_size(early) >= 100);
+    free(early);
     /* zero sizes give unique, freeable blocks */
     p = malloc(0); q = malloc(0);
     CHECK(p && q && p != q);
