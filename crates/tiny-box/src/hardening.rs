@@ -46,7 +46,7 @@ pub fn corruption(what: &str, a: usize, b: usize) -> ! {
 #[inline]
 pub(crate) fn check_link(b: *mut crate::Block, next: *mut crate::Block) {
     let next_addr = next as usize;
-    let plausible = next_addr % 8 == 0
+    let plausible = next_addr.is_multiple_of(8)
         && match lookup(next as *const u8) {
             // SAFETY: b is a live free block, so its slab is held by this
             // layer; `slab` was just found in use by the registry.
