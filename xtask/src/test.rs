@@ -103,6 +103,12 @@ pub fn run(args: &TestArgs) -> bool {
             ]),
         );
         step(
+            "rustdoc, warnings denied".into(),
+            cargo()
+                .args(["doc", "--no-deps", "--workspace", "--quiet"])
+                .env("RUSTDOCFLAGS", "-D warnings"),
+        );
+        step(
             "rustfmt check".into(),
             cargo().args(["fmt", "--all", "--check"]),
         );

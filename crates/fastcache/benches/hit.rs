@@ -10,7 +10,7 @@ use hakmem_tiny_box::size_to_class;
 fn pop_push(c: &mut Criterion) {
     hakmem_fastcache::init();
     let mut g = c.benchmark_group("fastcache/alloc+free (hit)");
-    for size in [16, 128, 1024] {
+    for size in [16, 32, 80, 128, 1024] {
         let class = size_to_class(size);
         // Warm the list: the first alloc refills it from tiny-box.
         let p = alloc(class);

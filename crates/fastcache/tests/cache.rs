@@ -171,3 +171,55 @@ proptest! {
         prop_assert_eq!(held(), before);
     }
 }
+
+fn delta(
+    before: &[hakmem_fastcache::ClassStats],
+    after: &[hakmem_fastcache::ClassStats],
+    class: usize,
+) -> [u64; 7] {
+    let f = |k: &hakmem_fastcache::ClassStats| {
+        [
+            k.hits,
+            k.misses,
+            k.refills,
+            k.refill_blocks,
+            k.drains,
+            k.drain_blocks,
+            k.exit_flushed,
+        ]
+    };
+    let (a, b) = (f(&before[class]), f(&after[class]));
+    core::array::from_fn(|i| b[i] - a[i])
+}
+
+#[test]
+fn fast_stats_count_a_known_workload_including_exited_threads() {
+    let _g = serial();
+    let class = 4; // 64 B
+    let batch = batch_of(class);
+    let bound = bound_of(class);
+    assert_eq!(bound, 2 * batch);
+    let before = hakmem_fastcache::class_stats();
+    // Three batches allocated: 3 misses (3 refills of `batch`), the rest
+    // hits. Freed again: the push that passes the bound drains down to one
+    // batch; what is left is flushed when the thread exits.
+    thread::spawn(move || {
+        let blocks: Vec<*mut u8> = (0..3 * batch)
+            .map(|_| hakmem_fastcache::alloc(class))
+            .collect();
+        for p in blocks {
+            // SAFETY: live blocks of this class, freed once.
+            unsafe { hakmem_fastcache::free(p, class) };
+        }
+    })
+    .join()
+    .unwrap();
+    let after = hakmem_fastcache::class_stats();
+    let n = 3 * batch as u64;
+    let drained = (bound + 1 - batch) as u64;
+    assert_eq!(
+        delta(&before, &after, class),
+        [n - 3, 3, 3, n, 1, drained, n - drained],
+        "[hits, misses, refills, refill_blocks, drains, drain_blocks, exit_flushed]"
+    );
+}

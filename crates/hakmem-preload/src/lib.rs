@@ -15,8 +15,9 @@
 //!   had (or a size that overflows), `EINVAL` for a bad alignment.
 //! - No initialisation is required before the first call: the loader, a
 //!   constructor before `main`, or a thread created by C code may call
-//!   `malloc` first. The constructor below only registers fork handlers
-//!   and the optional exit report.
+//!   `malloc` first. The facade's constructor and destructor (its
+//!   `lifecycle` module, linked into this library) register the fork
+//!   handlers and print the optional exit reports.
 //!
 //! ## May call
 //! The facade (`hakmem`) and `libc`.
@@ -27,8 +28,6 @@ use core::ffi::c_void;
 use core::ptr;
 
 use libc::{c_int, size_t};
-
-mod exit_report;
 
 const PAGE: usize = 4096;
 
@@ -191,28 +190,3 @@ pub extern "C" fn malloc_trim(_pad: size_t) -> c_int {
     facade::trim();
     1
 }
-
-extern "C" fn prefork() {
-    facade::prefork();
-}
-
-extern "C" fn postfork_parent() {
-    facade::postfork_parent();
-}
-
-extern "C" fn postfork_child() {
-    facade::postfork_child();
-}
-
-extern "C" fn on_load() {
-    facade::init();
-    // SAFETY: registering plain extern "C" fns that never unwind.
-    unsafe { libc::pthread_atfork(Some(prefork), Some(postfork_parent), Some(postfork_child)) };
-    exit_report::arm();
-}
-
-/// Runs when the library is loaded, before `main` (and before the
-/// constructors of libraries loaded after it).
-#[used]
-#[link_section = ".init_array"]
-static ON_LOAD: extern "C" fn() = on_load;

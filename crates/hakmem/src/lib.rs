@@ -34,6 +34,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod large;
+mod lifecycle;
 pub mod options;
 pub mod report;
 mod stats;
@@ -49,7 +50,7 @@ use hakmem_tiny_box::{class_for_layout, class_size, size_to_class, SmallBackend}
 pub use hakmem_tiny_box::SMALL_MAX;
 pub use large::LARGE_MAX;
 pub use report::InvalidFree;
-pub use stats::{stats, Stats};
+pub use stats::{fast_cache_stats, stats, FastClassStats, Stats};
 
 /// The alignment every block of 16 bytes or more has, as C's `malloc`
 /// promises (`alignof(max_align_t)`).
@@ -287,8 +288,9 @@ pub fn trim() {
     superslab::trim();
 }
 
-/// Sets up thread-exit hooks in the order that keeps exits cheap. Called
-/// on first use by the layers anyway; calling it early is an optimisation.
+/// Sets up thread-exit hooks in the order that keeps exits cheap. Runs from
+/// the library's constructor; the layers also set up on first use, so
+/// calling it is an optimisation, never a requirement.
 pub fn init() {
     #[cfg(feature = "fast-path")]
     hakmem_fastcache::init();

@@ -2,6 +2,7 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+pub use hakmem_fastcache::ClassStats as FastClassStats;
 use hakmem_superslab::SuperslabStats;
 use hakmem_tiny_box::TinyBoxStats;
 
@@ -19,6 +20,19 @@ pub struct Stats {
     pub invalid_frees: usize,
     /// Allocations that returned null for lack of memory since start.
     pub out_of_memory: usize,
+}
+
+/// Per-class counters of the fast cache (exited threads merged, plus the
+/// calling thread's); all zero in builds without the `fast-path` feature.
+pub fn fast_cache_stats() -> [FastClassStats; hakmem_tiny_box::NUM_CLASSES] {
+    #[cfg(feature = "fast-path")]
+    {
+        hakmem_fastcache::class_stats()
+    }
+    #[cfg(not(feature = "fast-path"))]
+    {
+        [FastClassStats::default(); hakmem_tiny_box::NUM_CLASSES]
+    }
 }
 
 /// Reads every counter of every layer.

@@ -89,3 +89,63 @@ fn big_buffers_grow_by_realloc() {
     v.shrink_to_fit();
     assert_eq!(v, (0..10).collect::<Vec<_>>());
 }
+
+/// The child side of the exit-report test: threads that allocate, free and
+/// exit; then the process exits and hakmem reports.
+#[test]
+fn exit_report_child() {
+    if std::env::var_os("HAKMEM_REPORT_CHILD").is_none() {
+        return;
+    }
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            thread::spawn(move || {
+                let v: Vec<Vec<u8>> = (0..1000).map(|i| vec![t as u8; 1 + i % 200]).collect();
+                v.iter().map(|b| b.len()).sum::<usize>()
+            })
+        })
+        .collect();
+    let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    println!("child total {total}");
+}
+
+#[test]
+fn statistics_show_at_exit_in_a_rust_program_with_exited_threads() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "exit_report_child",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("HAKMEM_REPORT_CHILD", "1")
+        .env("HAKMEM_STATS", "1")
+        .env("HAKMEM_TINY_FAST_STATS", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("child total"));
+    assert!(stderr.contains("hakmem: stats: mapped_bytes="), "{stderr}");
+    assert!(
+        stderr.contains("hakmem: stats: slabs in use by class"),
+        "{stderr}"
+    );
+    if cfg!(feature = "fast-path") {
+        assert!(stderr.contains("hakmem: fast: class  size"), "{stderr}");
+        // The four workers exited before the report: their blocks flushed
+        // at exit must show in the last column of some row.
+        let flushed: u64 = stderr
+            .lines()
+            .filter(|l| l.starts_with("hakmem: fast:") && !l.contains("class"))
+            .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+            .sum();
+        assert!(
+            flushed > 0,
+            "no blocks flushed at thread exit counted: {stderr}"
+        );
+    } else {
+        assert!(stderr.contains("this build has no fast path"), "{stderr}");
+    }
+}

@@ -1,6 +1,6 @@
 //! Huge blocks: one `mmap` each, with a small cache of recently freed ones.
 //!
-//! Layout: the mapping starts on a 2 MiB boundary with a [`HugeHeader`]; the
+//! Layout: the mapping starts on a 2 MiB boundary with a `HugeHeader`; the
 //! user's block starts `offset` bytes later (a page, or the alignment asked
 //! for), so the header is always found at `chunk_floor(p - 1)`. The registry
 //! marks the header's chunk as [`ChunkKind::Huge`].

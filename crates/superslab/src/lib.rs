@@ -16,6 +16,9 @@
 //!   without touching memory that may not be mapped.
 //! - **permanent metadata**: [`meta::alloc_permanent`] for bookkeeping that
 //!   lives forever (per-thread heaps of the layer above).
+//! - **options** ([`options`]): every tunable of hakmem, read once from
+//!   `HAKMEM_*` environment variables.
+//! - **text** ([`text::Line`]): allocation-free line output for reports.
 //! - **thread-exit hooks**: [`thread_key::ThreadExitKey`], a pthread key
 //!   with a destructor, which the layers above use to learn of thread exit.
 //!
@@ -50,11 +53,13 @@
 pub mod huge;
 pub mod lock;
 pub mod meta;
+pub mod options;
 pub mod os;
 pub mod pool;
 mod region;
 pub mod registry;
 mod stats;
+pub mod text;
 pub mod thread_key;
 
 pub use huge::{HugeGrant, HugeRef};

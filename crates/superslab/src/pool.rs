@@ -12,9 +12,10 @@ use crate::registry::{self, ChunkKind};
 use crate::stats::{self, COUNTERS};
 use crate::{lock::RawLock, os, OutOfMemory, CHUNK_SIZE, SLAB_SHIFT, SLAB_SIZE};
 
-/// Empty regions always kept mapped so that a workload hovering at a region
+/// Empty regions always kept mapped by default (option
+/// `HAKMEM_RETAINED_REGIONS`), so that a workload hovering at a region
 /// boundary does not map and unmap on every step.
-pub const RETAINED_EMPTY_REGIONS: usize = 2;
+pub const RETAINED_EMPTY_REGIONS: usize = crate::options::DEFAULTS.retained_regions;
 
 /// A bigger heap keeps up to one empty region per this many live regions
 /// (12.5%), so a workload cycling large blocks through many regions does
@@ -26,15 +27,23 @@ fn retention_limit() -> usize {
     let live = COUNTERS
         .regions_live
         .load(core::sync::atomic::Ordering::Relaxed);
-    RETAINED_EMPTY_REGIONS.max(live / RETAINED_PER_LIVE_REGIONS)
+    crate::options::get()
+        .retained_regions
+        .max(live / RETAINED_PER_LIVE_REGIONS)
+}
+
+/// Free resident slabs allowed before freed slabs are purged.
+fn dirty_slab_limit() -> usize {
+    crate::options::get().purge_threshold_bytes / SLAB_SIZE
 }
 
 /// Free-but-dirty slabs allowed across all regions before freed slabs are
 /// purged (made non-resident) at once. 256 slabs = 16 MiB: enough that a
 /// workload cycling large blocks reuses resident memory instead of paying a
 /// `madvise` and fresh page faults for every block, small enough that RSS
-/// stays within 16 MiB of the live set plus the retained regions.
-pub const DIRTY_SLAB_LIMIT: usize = 256;
+/// stays within 16 MiB of the live set plus the retained regions. This is
+/// the default; the option `HAKMEM_PURGE_THRESHOLD` sets it in bytes.
+pub const DIRTY_SLAB_LIMIT: usize = crate::options::DEFAULTS.purge_threshold_bytes / SLAB_SIZE;
 
 const LIST_NONE: u8 = 0;
 const LIST_PARTIAL: u8 = 1;
@@ -323,7 +332,7 @@ pub unsafe fn free_run(slab: SlabRef) {
     // kernel — *before* it is published as free: once its bits are set in
     // the free mask another thread may take it and write to it, and a purge
     // after that would zero live data.
-    let purge = with_pool(|st| st.dirty_free_slabs + n > DIRTY_SLAB_LIMIT);
+    let purge = with_pool(|st| st.dirty_free_slabs + n > dirty_slab_limit());
     if purge {
         os::purge(slab.base(), n << SLAB_SHIFT);
         stats::add(&COUNTERS.slabs_purged, n);

@@ -86,6 +86,7 @@ impl SmallBackend for BoxBackend {
         } else {
             // SAFETY: the block is given up by the caller.
             unsafe { remote::push(s, p.cast(), p.cast()) };
+            count_remote_frees(heap, 1);
         }
     }
 
@@ -120,6 +121,7 @@ impl SmallBackend for BoxBackend {
         let me = owner_id(heap);
         let mut group: *mut SlabMeta = ptr::null_mut();
         let (mut g_head, mut g_tail) = (ptr::null_mut::<Block>(), ptr::null_mut::<Block>());
+        let mut remote_blocks = 0;
         let mut b = chain.head;
         while !b.is_null() {
             // SAFETY: the chain is the caller's, properly linked.
@@ -131,6 +133,7 @@ impl SmallBackend for BoxBackend {
                 // SAFETY: our own slab.
                 unsafe { free_local(heap, s, b) };
             } else if s == group {
+                remote_blocks += 1;
                 // SAFETY: b is ours to link; the group is being built.
                 unsafe { Block::set_next(g_tail, b) };
                 g_tail = b;
@@ -142,12 +145,16 @@ impl SmallBackend for BoxBackend {
                 group = s;
                 g_head = b;
                 g_tail = b;
+                remote_blocks += 1;
             }
             b = next;
         }
         if !group.is_null() {
             // SAFETY: as above.
             unsafe { remote::push(group, g_head, g_tail) };
+        }
+        if remote_blocks > 0 {
+            count_remote_frees(heap, remote_blocks);
         }
     }
 
@@ -173,6 +180,15 @@ impl SmallBackend for BoxBackend {
     fn postfork_child() {
         HEAP_POOL.lock.reset_after_fork();
         ABANDONED.lock.reset_after_fork();
+    }
+}
+
+/// Counts remote frees of the calling thread; a thread without a heap gets
+/// its exit hook armed once so the count is merged when it exits.
+#[inline]
+fn count_remote_frees(heap: *mut Heap, n: usize) {
+    if stats::remote_frees(n) && heap.is_null() {
+        crate::thread_exit::register_counters_only();
     }
 }
 

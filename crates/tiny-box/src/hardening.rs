@@ -3,37 +3,23 @@
 //! reports the addresses on stderr and aborts: the heap is corrupt, and
 //! going on would hand an attacker's address out.
 
+use hakmem_superslab::text::Line;
 use hakmem_superslab::{lookup, Lookup, SlabRef};
 
 /// Stops the process: `what` happened at `a` (and `b`, if non-zero).
 #[cold]
 #[inline(never)]
 pub fn corruption(what: &str, a: usize, b: usize) -> ! {
-    let mut buf = [0u8; 200];
-    let mut len = 0;
-    let mut push = |bytes: &[u8]| {
-        let n = bytes.len().min(buf.len() - len);
-        buf[len..len + n].copy_from_slice(&bytes[..n]);
-        len += n;
-    };
-    push(b"hakmem: heap corruption detected: ");
-    push(what.as_bytes());
+    let mut line = Line::new();
+    line.str("hakmem: heap corruption detected: ").str(what);
     for v in [a, b] {
-        if v == 0 {
-            continue;
+        if v != 0 {
+            line.str(" ").hex(v);
         }
-        let mut hex = *b" 0x0000000000000000";
-        for (i, d) in hex[3..].iter_mut().enumerate() {
-            *d = b"0123456789abcdef"[(v >> (60 - 4 * i)) & 0xf];
-        }
-        push(&hex);
     }
-    push(b"; aborting\n");
-    // SAFETY: writes our own buffer to stderr; abort never returns.
-    unsafe {
-        libc::write(2, buf.as_ptr().cast(), len);
-        libc::abort()
-    }
+    line.str("; aborting\n").write_stderr();
+    // SAFETY: abort has no preconditions and never returns.
+    unsafe { libc::abort() }
 }
 
 /// Checks that the free block `b` links to `next`, a block of its class.

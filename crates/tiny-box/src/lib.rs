@@ -32,7 +32,7 @@
 //! ## Hardened builds (`secure` feature)
 //! Free-list links are encoded with the region's secret and checked on
 //! every read; the facade marks every freed block with a keyed canary and
-//! stops on a second free ([`hardening`]); fresh slabs hand their blocks out
+//! stops on a second free (module `hardening`); fresh slabs hand their blocks out
 //! in a random order; requests of 8 bytes or less get 16-byte blocks, so
 //! every free block has room for its link and its canary.
 //!
@@ -125,7 +125,8 @@ pub fn is_block_start(slab: SlabRef, p: *const u8) -> bool {
 }
 
 /// Prepares the thread-exit hook early, so that it runs after the hooks of
-/// layers above that are created later (see [`thread_exit`]).
+/// layers above that are created later (glibc runs key destructors in
+/// creation order).
 pub fn init() {
     thread_exit::init();
 }

@@ -198,7 +198,7 @@ pub(crate) fn new_slab(class: usize, owner: *mut u8) -> Result<*mut SlabMeta, Ou
         m.fresh_start = start;
         m.fresh_stride = stride;
     }
-    crate::stats::slab_taken();
+    crate::stats::slab_taken(class);
     Ok(meta)
 }
 
@@ -231,7 +231,7 @@ pub(crate) unsafe fn release_slab(meta: *mut SlabMeta) {
     let m = unsafe { &*meta };
     debug_assert_eq!(m.used, 0);
     debug_assert_eq!(m.list, SlabList::None);
-    crate::stats::slab_released();
+    crate::stats::slab_released(m.class());
     // SAFETY: the slab came from alloc_slab and holds no live block.
     unsafe { superslab::free_run(m.slab()) };
 }

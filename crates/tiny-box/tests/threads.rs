@@ -247,3 +247,40 @@ fn box_all_classes_at_once_across_threads() {
 fn legacy_all_classes_at_once_across_threads() {
     all_classes_at_once::<LegacyBackend>();
 }
+
+#[test]
+fn remote_frees_are_counted_even_from_threads_without_a_heap() {
+    let _g = serial();
+    let before = hakmem_tiny_box::stats().remote_frees;
+    let blocks = thread::spawn(|| {
+        (0..100)
+            .map(|i| alloc_blk::<BoxBackend>(3, i))
+            .collect::<Vec<_>>()
+    })
+    .join()
+    .unwrap();
+    // This thread never allocates: every free is remote, into abandoned
+    // slabs, and its count is merged when it exits.
+    thread::spawn(move || blocks.into_iter().for_each(free_blk::<BoxBackend>))
+        .join()
+        .unwrap();
+    assert_eq!(hakmem_tiny_box::stats().remote_frees - before, 100);
+    common::settled_held::<BoxBackend>();
+}
+
+#[test]
+fn slab_counts_by_class_follow_a_known_workload() {
+    let _g = serial();
+    let class = hakmem_tiny_box::NUM_CLASSES - 1; // 16 KiB: four to a slab
+    let before = common::settled_held::<LegacyBackend>();
+    let by_class = hakmem_tiny_box::stats().slabs_by_class[class];
+    let blocks: Vec<Blk> = (0..40)
+        .map(|i| alloc_blk::<LegacyBackend>(class, i))
+        .collect();
+    let s = hakmem_tiny_box::stats();
+    assert_eq!(s.slabs_by_class[class] - by_class, 10);
+    assert_eq!(s.slabs_held - before, 10);
+    blocks.into_iter().for_each(free_blk::<LegacyBackend>);
+    common::assert_all_returned::<LegacyBackend>(before);
+    assert_eq!(hakmem_tiny_box::stats().slabs_by_class[class], by_class);
+}

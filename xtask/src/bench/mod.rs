@@ -58,7 +58,7 @@ pub struct BenchArgs {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Directory for results.md and results.svg (default: <target>/bench).
+    /// Directory for results.md and results.svg (default: `<target>/bench`).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Reuse the binaries of an earlier build instead of building.

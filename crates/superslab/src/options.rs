@@ -1,0 +1,198 @@
+//! Every tunable of hakmem, in one table, read once from `HAKMEM_*`
+//! environment variables on first use.
+//!
+//! It lives in the bottom layer so that each layer can read the value it
+//! needs on its own cold path (the first small allocation goes straight to
+//! the per-thread cache and never through the facade). Reading uses
+//! `getenv` and a static, so it never allocates. A value that does not
+//! parse gets a one-line warning naming the variable and the accepted
+//! values, and the default is used. `docs/OPTIONS.md` documents each one;
+//! a test keeps the two lists equal.
+
+use core::cell::UnsafeCell;
+use core::ffi::CStr;
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use crate::text::Line;
+
+/// The options in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// `HAKMEM_INVALID_FREE`: `abort` (default) reports an invalid free and
+    /// aborts; `ignore` reports it and goes on.
+    pub ignore_invalid_free: bool,
+    /// `HAKMEM_STATS`: `1` prints a whole-allocator summary at exit.
+    pub stats: bool,
+    /// `HAKMEM_TINY_FAST_STATS`: `1` prints the per-class fast-cache table
+    /// at exit.
+    pub fast_stats: bool,
+    /// `HAKMEM_FAST_BATCH_BYTES`: bytes one fast-cache refill aims at.
+    pub fast_batch_bytes: usize,
+    /// `HAKMEM_FAST_MAX_BATCH`: the most blocks in one refill (a list's
+    /// bound is two batches).
+    pub fast_max_batch: usize,
+    /// `HAKMEM_PURGE_THRESHOLD`: bytes of free slabs kept resident before
+    /// freed slabs are purged with `MADV_DONTNEED`.
+    pub purge_threshold_bytes: usize,
+    /// `HAKMEM_RETAINED_REGIONS`: empty 2 MiB regions always kept mapped
+    /// (a bigger heap keeps up to one per eight live regions).
+    pub retained_regions: usize,
+}
+
+/// The defaults, when no variable is set.
+pub const DEFAULTS: Options = Options {
+    ignore_invalid_free: false,
+    stats: false,
+    fast_stats: false,
+    fast_batch_bytes: 8 << 10,
+    fast_max_batch: 64,
+    purge_threshold_bytes: 16 << 20,
+    retained_regions: 2,
+};
+
+const UNREAD: u8 = 0;
+const READING: u8 = 1;
+const READ: u8 = 2;
+
+struct Slot {
+    state: AtomicU8,
+    value: UnsafeCell<Options>,
+}
+
+// SAFETY: `value` is written once, by the thread that moved `state` from
+// UNREAD to READING, and read only after `state` is READ (Acquire).
+unsafe impl Sync for Slot {}
+
+static SLOT: Slot = Slot {
+    state: AtomicU8::new(UNREAD),
+    value: UnsafeCell::new(DEFAULTS),
+};
+
+/// The options, read from the environment on first use.
+#[inline]
+pub fn get() -> &'static Options {
+    if SLOT.state.load(Ordering::Acquire) != READ {
+        read_once();
+    }
+    // SAFETY: state is READ: the value is written and never changes again.
+    unsafe { &*SLOT.value.get() }
+}
+
+#[cold]
+fn read_once() {
+    if SLOT
+        .state
+        .compare_exchange(UNREAD, READING, Ordering::Acquire, Ordering::Acquire)
+        .is_ok()
+    {
+        let o = parse();
+        // SAFETY: we moved the state to READING: nobody else writes, and
+        // nobody reads until READ.
+        unsafe { *SLOT.value.get() = o };
+        SLOT.state.store(READ, Ordering::Release);
+        return;
+    }
+    while SLOT.state.load(Ordering::Acquire) != READ {
+        core::hint::spin_loop();
+    }
+}
+
+fn env(name: &CStr) -> Option<&'static [u8]> {
+    // SAFETY: getenv reads the environment without allocating; the name is
+    // NUL-terminated.
+    let v = unsafe { libc::getenv(name.as_ptr()) };
+    // SAFETY: getenv returns a NUL-terminated string that lives as long as
+    // the environment entry (the process does not change these).
+    (!v.is_null()).then(|| unsafe { CStr::from_ptr(v) }.to_bytes())
+}
+
+fn warn(name: &CStr, accepted: &str) {
+    Line::new()
+        .str("hakmem: ignoring ")
+        .push(name.to_bytes())
+        .str(": expected ")
+        .str(accepted)
+        .str("; using the default\n")
+        .write_stderr();
+}
+
+fn choice(name: &CStr, no: &[u8], yes: &[u8], default: bool, accepted: &str) -> bool {
+    match env(name) {
+        None => default,
+        Some(v) if v == yes => true,
+        Some(v) if v == no => false,
+        Some(_) => {
+            warn(name, accepted);
+            default
+        }
+    }
+}
+
+fn number(name: &CStr, default: usize, min: usize, max: usize, accepted: &str) -> usize {
+    let Some(v) = env(name) else {
+        return default;
+    };
+    let mut n: usize = 0;
+    let mut ok = !v.is_empty();
+    for &c in v {
+        match (c.is_ascii_digit(), n.checked_mul(10)) {
+            (true, Some(m)) => n = m.saturating_add(usize::from(c - b'0')),
+            _ => ok = false,
+        }
+    }
+    if ok && (min..=max).contains(&n) {
+        n
+    } else {
+        warn(name, accepted);
+        default
+    }
+}
+
+fn parse() -> Options {
+    let d = DEFAULTS;
+    Options {
+        ignore_invalid_free: choice(
+            c"HAKMEM_INVALID_FREE",
+            b"abort",
+            b"ignore",
+            d.ignore_invalid_free,
+            "'abort' or 'ignore'",
+        ),
+        stats: choice(c"HAKMEM_STATS", b"0", b"1", d.stats, "'0' or '1'"),
+        fast_stats: choice(
+            c"HAKMEM_TINY_FAST_STATS",
+            b"0",
+            b"1",
+            d.fast_stats,
+            "'0' or '1'",
+        ),
+        fast_batch_bytes: number(
+            c"HAKMEM_FAST_BATCH_BYTES",
+            d.fast_batch_bytes,
+            64,
+            1 << 20,
+            "a number of bytes from 64 to 1048576",
+        ),
+        fast_max_batch: number(
+            c"HAKMEM_FAST_MAX_BATCH",
+            d.fast_max_batch,
+            2,
+            1024,
+            "a number of blocks from 2 to 1024",
+        ),
+        purge_threshold_bytes: number(
+            c"HAKMEM_PURGE_THRESHOLD",
+            d.purge_threshold_bytes,
+            0,
+            1 << 40,
+            "a number of bytes",
+        ),
+        retained_regions: number(
+            c"HAKMEM_RETAINED_REGIONS",
+            d.retained_regions,
+            0,
+            1 << 20,
+            "a number of regions",
+        ),
+    }
+}
