@@ -72,6 +72,23 @@ pub fn run(args: &TestArgs) -> bool {
             "--features=hakmem/secure",
         ]),
     );
+    step(
+        "loom models of the remote-free protocol (tiny-box, --cfg loom)".into(),
+        cargo()
+            .args([
+                "test",
+                "-p",
+                "hakmem-tiny-box",
+                "--features=box-refactor",
+                "--lib",
+                "loom",
+            ])
+            .env("RUSTFLAGS", "--cfg loom")
+            .env(
+                "CARGO_TARGET_DIR",
+                crate::workspace_root().join("target/loom"),
+            ),
+    );
     if !args.no_lint {
         step(
             "clippy, all targets, warnings denied".into(),

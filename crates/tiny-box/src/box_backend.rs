@@ -16,7 +16,9 @@
 
 use core::cell::{Cell, UnsafeCell};
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::sync::AtomicPtr;
 
 use hakmem_superslab::{lock::RawLock, meta};
 

@@ -54,6 +54,7 @@ mod remote;
 pub mod size_class;
 mod slab;
 mod stats;
+mod sync;
 mod thread_exit;
 
 pub use block::{Block, Chain};

@@ -15,7 +15,9 @@
 //! Freers only push; the owner takes the whole list with one `fetch_and`
 //! that keeps the flags. Pushing and taking-all has no ABA problem.
 
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::Ordering;
+
+use crate::sync::{spin_wait, AtomicPtr};
 
 use crate::block::Block;
 use crate::slab::{Notify, SlabMeta};
@@ -108,7 +110,7 @@ pub(crate) fn arm(s: &mut SlabMeta) -> bool {
         }
         if w & BUSY != 0 {
             // A freer that consumed an earlier NOTIFY is finishing its push.
-            core::hint::spin_loop();
+            spin_wait();
             continue;
         }
         if s.remote
@@ -150,9 +152,173 @@ pub(crate) fn disarm(s: &mut SlabMeta) {
 /// Waits until no freer is between consuming NOTIFY and finishing its push.
 pub(crate) fn wait_not_busy(s: &SlabMeta) {
     while s.remote.load(Ordering::Acquire) & BUSY != 0 {
-        core::hint::spin_loop();
+        spin_wait();
         // SAFETY: sched_yield has no preconditions; the freer we wait for
         // may be preempted on an oversubscribed machine.
-        unsafe { libc::sched_yield() };
+        #[cfg(not(loom))]
+        unsafe {
+            libc::sched_yield()
+        };
+    }
+}
+
+/// Model checks of the protocol above (`RUSTFLAGS="--cfg loom"`): every
+/// interleaving of a few threads, with loom's atomics.
+#[cfg(all(test, loom))]
+mod loom_models {
+    extern crate std;
+
+    use std::boxed::Box;
+    use std::vec::Vec;
+
+    use core::ptr;
+    use core::sync::atomic::Ordering;
+
+    use super::{arm, collect, disarm, push, wait_not_busy};
+    use crate::block::Block;
+    use crate::slab::{Notify, SlabList, SlabMeta};
+    use crate::sync::{AtomicPtr, AtomicUsize};
+
+    /// Stands in for a heap: `pending` must be its first field.
+    #[repr(C)]
+    struct FakeHeap {
+        pending: AtomicPtr<SlabMeta>,
+    }
+
+    #[derive(Clone, Copy)]
+    struct Shared(*mut SlabMeta, *mut Block, *mut Block);
+    // SAFETY: the model hands each block to exactly one freer thread; the
+    // slab's shared parts are atomics.
+    unsafe impl Send for Shared {}
+
+    fn block() -> *mut Block {
+        Box::into_raw(Box::new([0u64; 2])).cast()
+    }
+
+    fn slab(owner: *mut FakeHeap, used: u32) -> *mut SlabMeta {
+        Box::into_raw(Box::new(SlabMeta {
+            free: ptr::null_mut(),
+            next: ptr::null_mut(),
+            prev: ptr::null_mut(),
+            owner: AtomicPtr::new(owner.cast()),
+            remote: AtomicUsize::new(0),
+            pending_next: AtomicPtr::new(ptr::null_mut()),
+            fresh_next: 8,
+            capacity: 8,
+            used,
+            class: 0,
+            list: SlabList::Full,
+            notify: Notify::Idle,
+            fresh_start: 0,
+            fresh_stride: 1,
+        }))
+    }
+
+    fn local_free_list(s: &SlabMeta) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut b = s.free;
+        while !b.is_null() {
+            out.push(b as usize);
+            // SAFETY: the list is the owner's, built by collect.
+            b = unsafe { Block::next(b) };
+        }
+        out
+    }
+
+    #[test]
+    fn remote_pushes_racing_a_collect_lose_nothing() {
+        loom::model(|| {
+            let heap = Box::into_raw(Box::new(FakeHeap {
+                pending: AtomicPtr::new(ptr::null_mut()),
+            }));
+            let s = slab(heap, 2);
+            let (a, b) = (block(), block());
+            let freers: Vec<_> = [a, b]
+                .into_iter()
+                .map(|blk| {
+                    let sh = Shared(s, blk, blk);
+                    loom::thread::spawn(move || {
+                        let sh = sh;
+                        // SAFETY: the block is this thread's to give up.
+                        unsafe { push(sh.0, sh.1, sh.2) };
+                    })
+                })
+                .collect();
+            // The owner collects while the frees arrive.
+            // SAFETY: the owner's view of its slab.
+            let first = collect(unsafe { &mut *s });
+            for f in freers {
+                f.join().unwrap();
+            }
+            // SAFETY: as above.
+            let m = unsafe { &mut *s };
+            let second = collect(m);
+            assert_eq!(first + second, 2);
+            assert_eq!(m.used, 0);
+            let mut got = local_free_list(m);
+            got.sort_unstable();
+            let mut want = [a as usize, b as usize];
+            want.sort_unstable();
+            assert_eq!(got, want);
+            assert_eq!(m.remote.load(Ordering::Relaxed), 0);
+        });
+    }
+
+    #[test]
+    fn notification_racing_a_disarm_is_seen_exactly_once() {
+        loom::model(|| {
+            let heap = Box::into_raw(Box::new(FakeHeap {
+                pending: AtomicPtr::new(ptr::null_mut()),
+            }));
+            let s = slab(heap, 1);
+            let blk = block();
+            // The owner's slab is full: it arms a notification.
+            // SAFETY: the owner's view of its slab.
+            assert!(arm(unsafe { &mut *s }));
+            let sh = Shared(s, blk, blk);
+            let freer = loom::thread::spawn(move || {
+                let sh = sh;
+                // SAFETY: the block is this thread's to give up.
+                unsafe { push(sh.0, sh.1, sh.2) };
+            });
+            // Meanwhile the owner gives the slab up, as abandon does:
+            // disarm, then take what the pending stack brings.
+            // SAFETY: the owner's view of its slab.
+            let m = unsafe { &mut *s };
+            disarm(m);
+            let mut seen = 0;
+            if m.notify == Notify::Queued {
+                // A freer consumed NOTIFY: the slab must arrive, once.
+                // SAFETY: the fake heap lives for the whole model.
+                let pending = unsafe { &(*heap).pending };
+                while seen == 0 {
+                    let mut p = pending.swap(ptr::null_mut(), Ordering::Acquire);
+                    while !p.is_null() {
+                        assert_eq!(p, s);
+                        seen += 1;
+                        // SAFETY: slabs on the stack are live.
+                        p = unsafe { (*p).pending_next.load(Ordering::Relaxed) };
+                    }
+                    crate::sync::spin_wait();
+                }
+                m.notify = Notify::Idle;
+            }
+            wait_not_busy(m);
+            freer.join().unwrap();
+            // SAFETY: the fake heap lives for the whole model.
+            let left = unsafe { &(*heap).pending }.load(Ordering::Acquire);
+            assert!(
+                left.is_null(),
+                "the slab was queued after the owner let go of it"
+            );
+            assert!(seen <= 1);
+            assert_eq!(collect(m), 1);
+            assert_eq!(m.used, 0);
+            assert_eq!(
+                m.remote.load(Ordering::Relaxed),
+                0,
+                "NOTIFY or BUSY left set"
+            );
+        });
     }
 }

@@ -7,8 +7,8 @@
 //! The atomic fields (`owner`, `remote`, `pending_next`) are the only ones
 //! other threads touch.
 
+use crate::sync::{AtomicPtr, AtomicUsize};
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicUsize};
 
 use hakmem_superslab::{self as superslab, OutOfMemory, SlabRef};
 
