@@ -153,9 +153,9 @@ pub(crate) fn disarm(s: &mut SlabMeta) {
 pub(crate) fn wait_not_busy(s: &SlabMeta) {
     while s.remote.load(Ordering::Acquire) & BUSY != 0 {
         spin_wait();
+        #[cfg(not(loom))]
         // SAFETY: sched_yield has no preconditions; the freer we wait for
         // may be preempted on an oversubscribed machine.
-        #[cfg(not(loom))]
         unsafe {
             libc::sched_yield()
         };
