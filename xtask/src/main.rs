@@ -7,6 +7,8 @@
 //! - `cargo xtask soak`: the long thread-churn soak (see `reliability.rs`).
 //! - `cargo xtask sanitize`: the threaded tests under ASan and TSan
 //!   (nightly toolchain with `rust-src`).
+//! - `cargo xtask fuzz`: the facade fuzz target for a bounded time
+//!   (nightly toolchain and cargo-fuzz).
 
 use std::process::{Command, ExitCode};
 
@@ -36,6 +38,8 @@ enum Task {
     Soak(reliability::SoakArgs),
     /// Run the threaded tests under AddressSanitizer and ThreadSanitizer.
     Sanitize,
+    /// Fuzz the facade against a shadow model for a bounded time.
+    Fuzz(reliability::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +49,7 @@ fn main() -> ExitCode {
         Task::Bench(args) => bench::run(&args),
         Task::Soak(args) => reliability::soak(&args),
         Task::Sanitize => reliability::sanitize(),
+        Task::Fuzz(args) => reliability::fuzz(&args),
     };
     if ok {
         ExitCode::SUCCESS

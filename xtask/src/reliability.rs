@@ -76,3 +76,41 @@ pub fn sanitize() -> bool {
     }
     ok
 }
+
+/// Options of `cargo xtask fuzz`.
+#[derive(Args)]
+pub struct FuzzArgs {
+    /// How long the fuzzer runs, in seconds.
+    #[arg(long, default_value_t = 60)]
+    seconds: u64,
+}
+
+/// The facade fuzz target (`fuzz/fuzz_targets/facade.rs`) for a bounded
+/// time. Needs a nightly toolchain and `cargo install cargo-fuzz`. The
+/// corpus stays in `fuzz/corpus` (ignored by git), small by construction
+/// (`-max_len`).
+pub fn fuzz(args: &FuzzArgs) -> bool {
+    let have = Command::new("cargo")
+        .args(["+nightly", "fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        eprintln!("==> needs nightly and cargo-fuzz: `cargo install cargo-fuzz`");
+        return false;
+    }
+    run_step(
+        &format!("fuzz the facade for {} s", args.seconds),
+        Command::new("cargo")
+            .args([
+                "+nightly",
+                "fuzz",
+                "run",
+                "--fuzz-dir",
+                "fuzz",
+                "facade",
+                "--",
+            ])
+            .arg(format!("-max_total_time={}", args.seconds))
+            .args(["-max_len=4096", "-rss_limit_mb=4096"]),
+    )
+}

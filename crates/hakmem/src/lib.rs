@@ -148,6 +148,11 @@ fn alloc_uncommon(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     if !align.is_power_of_two() {
         return ptr::null_mut();
     }
+    // Every block has at least one usable byte: a zero-size request with a
+    // large alignment would otherwise get a huge block that starts at the
+    // end of its mapping, which `usable_size` (and so `realloc`) could not
+    // tell from a pointer hakmem never handed out.
+    let size = size.max(1);
     if size > isize::MAX as usize - align {
         stats::out_of_memory();
         return ptr::null_mut();

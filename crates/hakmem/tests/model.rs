@@ -289,3 +289,21 @@ fn impossible_requests_give_null_not_a_panic() {
     // SAFETY: live, freed once.
     unsafe { hakmem::free(p) };
 }
+
+/// Found by the fuzzer: a zero-size request with a huge alignment must
+/// still be a live block that `realloc` resizes and `free` frees once.
+#[test]
+fn zero_size_with_huge_alignment_is_a_live_block() {
+    let _g = serial();
+    for align in [1usize << 16, 1 << 18, 1 << 21, 1 << 23] {
+        let p = hakmem::aligned_alloc(align, 0);
+        assert!(!p.is_null() && (p as usize).is_multiple_of(align));
+        assert!(hakmem::usable_size(p) >= 1, "align {align}");
+        // SAFETY: a live block from the C-shaped API.
+        let q = unsafe { hakmem::realloc(p, 3 << 20) };
+        assert!(!q.is_null(), "realloc of a live zero-size block failed");
+        // SAFETY: live, freed once.
+        unsafe { hakmem::free(q) };
+    }
+    assert_eq!(hakmem::stats().invalid_frees, 0);
+}
