@@ -10,9 +10,10 @@ pub struct Allocator {
     pub features: &'static str,
 }
 
-/// Every allocator, in table order: hakmem's four toggle combinations,
-/// then the references.
-pub const ALLOCATORS: [Allocator; 7] = [
+/// Every allocator, in table order: hakmem's four toggle combinations, its
+/// hardened build (to keep the cost of `secure` in view), then the
+/// references.
+pub const ALLOCATORS: [Allocator; 8] = [
     Allocator {
         name: "hakmem+box-refactor+fast-path",
         features: "alloc-hakmem,box-refactor,fast-path",
@@ -28,6 +29,10 @@ pub const ALLOCATORS: [Allocator; 7] = [
     Allocator {
         name: "hakmem",
         features: "alloc-hakmem",
+    },
+    Allocator {
+        name: "hakmem+box-refactor+fast-path+secure",
+        features: "alloc-hakmem,box-refactor,fast-path,secure",
     },
     Allocator {
         name: "system",
