@@ -432,8 +432,12 @@ pub(crate) fn abandon_heap(heap: *mut Heap) {
             queued -= 1;
         }
     }
-    // 3. Release what is empty; leave the rest for adoption.
-    for class in 0..NUM_CLASSES {
+    // 3. Release what is empty; gather the rest, per class, and hand it to
+    //    the abandoned lists in one lock round-trip.
+    let mut left: [(*mut SlabMeta, *mut SlabMeta); NUM_CLASSES] =
+        [(ptr::null_mut(), ptr::null_mut()); NUM_CLASSES];
+    let mut abandoned = 0;
+    for (class, kept) in left.iter_mut().enumerate() {
         for list in [&mut h.partial[class], &mut h.full[class]] {
             loop {
                 let s = list.head;
@@ -451,11 +455,19 @@ pub(crate) fn abandon_heap(heap: *mut Heap) {
                     unsafe { slab::release_slab(s) };
                 } else {
                     m.owner.store(ptr::null_mut(), Ordering::Release);
-                    ABANDONED.push(class, s);
-                    stats::slab_abandoned();
+                    m.list = SlabList::None;
+                    m.next = kept.0;
+                    if kept.1.is_null() {
+                        kept.1 = s;
+                    }
+                    kept.0 = s;
+                    abandoned += 1;
                 }
             }
         }
+    }
+    if abandoned > 0 {
+        ABANDONED.push_chains(&left, abandoned);
     }
     HEAP_POOL.put(heap);
 }
@@ -566,6 +578,24 @@ impl AbandonedLists {
             }
         });
         self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Pushes, per class, a chain `(head, tail)` linked through `next`
+    /// (`n` slabs in all), with one lock round-trip.
+    fn push_chains(&self, chains: &[(*mut SlabMeta, *mut SlabMeta); NUM_CLASSES], n: usize) {
+        self.lock.with(|| {
+            // SAFETY: lock held.
+            let heads = unsafe { &mut *self.heads.get() };
+            for (head, &(first, last)) in heads.iter_mut().zip(chains.iter()) {
+                if !first.is_null() {
+                    // SAFETY: the chain's slabs are the caller's until now.
+                    unsafe { (*last).next = *head };
+                    *head = first;
+                }
+            }
+        });
+        self.count.fetch_add(n, Ordering::Relaxed);
+        stats::slabs_abandoned(n);
     }
 
     fn pop(&self, class: usize) -> Option<*mut SlabMeta> {

@@ -69,8 +69,8 @@ pub(crate) fn slab_released(class: usize) {
     SLABS_HELD.fetch_sub(1, Ordering::Relaxed);
     SLABS_BY_CLASS[class].fetch_sub(1, Ordering::Relaxed);
 }
-pub(crate) fn slab_abandoned() {
-    SLABS_ABANDONED.fetch_add(1, Ordering::Relaxed);
+pub(crate) fn slabs_abandoned(n: usize) {
+    SLABS_ABANDONED.fetch_add(n, Ordering::Relaxed);
 }
 pub(crate) fn slab_adopted() {
     SLABS_ADOPTED.fetch_add(1, Ordering::Relaxed);
