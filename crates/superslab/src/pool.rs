@@ -337,7 +337,7 @@ pub unsafe fn free_run(slab: SlabRef) {
         os::purge(slab.base(), n << SLAB_SHIFT);
         stats::add(&COUNTERS.slabs_purged, n);
     }
-    let mut to_unmap = ptr::null_mut();
+    let mut to_unmap = [ptr::null_mut(); 2];
     with_pool(|st| {
         for i in 0..n {
             // SAFETY: the run lies inside the region (it was handed out so).
@@ -359,36 +359,53 @@ pub unsafe fn free_run(slab: SlabRef) {
         }
         // SAFETY: lock held, r live.
         unsafe { relist(st, r) };
-        if reg.list == LIST_EMPTY && st.empty_count > retention_limit() {
-            // SAFETY: lock held, r live and on the empty list.
-            unsafe { unlink(st, r) };
-            st.dirty_free_slabs = st
-                .dirty_free_slabs
-                .saturating_sub((USABLE_MASK & !reg.clean_mask).count_ones() as usize);
-            to_unmap = r;
+        if reg.list == LIST_EMPTY {
+            // The limit follows the heap's size: when the heap has shrunk,
+            // regions retained while it was big go too (two a call, which
+            // keeps up with one new empty region a call).
+            for slot in &mut to_unmap {
+                if st.empty_count <= retention_limit() {
+                    break;
+                }
+                // SAFETY: lock held; the empty list is not empty.
+                *slot = unsafe { take_empty(st) };
+            }
         }
     });
-    if !to_unmap.is_null() {
-        // Off every list under the lock: nobody can take from it any more.
-        unmap_region(to_unmap);
+    for region in to_unmap {
+        if !region.is_null() {
+            // Off every list under the lock: nobody can take from it any more.
+            unmap_region(region);
+        }
     }
+}
+
+/// Takes the first region off the empty list, for unmapping.
+///
+/// # Safety
+/// The pool lock is held and the empty list is not empty.
+unsafe fn take_empty(st: &mut PoolState) -> *mut RegionHeader {
+    let r = st.empty;
+    // SAFETY: the caller's contract: r heads the empty list.
+    unsafe { unlink(st, r) };
+    // SAFETY: as above: r is live.
+    let clean = unsafe { (*r).clean_mask };
+    st.dirty_free_slabs = st
+        .dirty_free_slabs
+        .saturating_sub((USABLE_MASK & !clean).count_ones() as usize);
+    r
 }
 
 /// Unmaps every retained empty region (the `malloc_trim` of this layer).
 pub fn release_retained() {
     loop {
         let r = with_pool(|st| {
-            let r = st.empty;
-            if !r.is_null() {
-                // SAFETY: lock held, r live and on the empty list.
-                unsafe { unlink(st, r) };
-                // SAFETY: as above.
-                let clean = unsafe { (*r).clean_mask };
-                st.dirty_free_slabs = st
-                    .dirty_free_slabs
-                    .saturating_sub((USABLE_MASK & !clean).count_ones() as usize);
+            if st.empty.is_null() {
+                ptr::null_mut()
+            } else {
+                // SAFETY: lock held, the empty list is not empty.
+                unsafe { take_empty(st) }
             }
-            r
         });
         if r.is_null() {
             return;
