@@ -44,9 +44,13 @@ pub(crate) unsafe fn push(slab: *mut SlabMeta, head: *mut Block, tail: *mut Bloc
         if old & NOTIFY != 0 {
             new = (new & !NOTIFY) | BUSY;
         }
+        // AcqRel, not just Release: when this CAS consumes NOTIFY it must
+        // also acquire the owner's arming CAS, so that the `owner` load
+        // below sees the heap that armed it (loom found a stale owner with
+        // Release alone; x86's locked CAS hides the difference).
         match s
             .remote
-            .compare_exchange_weak(old, new, Ordering::Release, Ordering::Relaxed)
+            .compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Relaxed)
         {
             Ok(_) => break,
             Err(seen) => old = seen,
@@ -174,7 +178,7 @@ mod loom_models {
     use core::ptr;
     use core::sync::atomic::Ordering;
 
-    use super::{arm, collect, disarm, push, wait_not_busy};
+    use super::{arm, collect, disarm, push, wait_not_busy, NOTIFY};
     use crate::block::Block;
     use crate::slab::{Notify, SlabList, SlabMeta};
     use crate::sync::{AtomicPtr, AtomicUsize};
@@ -319,6 +323,57 @@ mod loom_models {
                 0,
                 "NOTIFY or BUSY left set"
             );
+        });
+    }
+
+    #[test]
+    fn adoption_racing_a_remote_free_loses_nothing() {
+        loom::model(|| {
+            let heap = Box::into_raw(Box::new(FakeHeap {
+                pending: AtomicPtr::new(ptr::null_mut()),
+            }));
+            // An abandoned slab (no owner) with its one block out.
+            let s = slab(ptr::null_mut(), 1);
+            let blk = block();
+            let sh = Shared(s, blk, blk);
+            let freer = loom::thread::spawn(move || {
+                let sh = sh;
+                // SAFETY: the block is this thread's to give up.
+                unsafe { push(sh.0, sh.1, sh.2) };
+            });
+            // The adopter takes the slab over, as `adopt` does: owner, then
+            // collect; nothing local, so it arms a notification.
+            // SAFETY: the adopter holds the slab now.
+            let m = unsafe { &mut *s };
+            m.owner.store(heap.cast(), Ordering::Release);
+            m.notify = Notify::Idle;
+            let mut got = collect(m);
+            if got == 0 && !arm(m) {
+                got = 1; // arm found the block and collected it
+            }
+            freer.join().unwrap();
+            // SAFETY: the fake heap lives for the whole model.
+            let pending = unsafe { &(*heap).pending };
+            let queued = pending.swap(ptr::null_mut(), Ordering::Acquire);
+            if got == 0 {
+                // Armed before the free: the freer must have announced the
+                // slab on the adopter's pending stack, once.
+                assert_eq!(queued, s, "an armed slab's remote free went unannounced");
+                // SAFETY: the slab is live.
+                assert!(unsafe { (*s).pending_next.load(Ordering::Relaxed) }.is_null());
+                m.notify = Notify::Idle;
+                wait_not_busy(m);
+                got = collect(m);
+            } else {
+                assert!(
+                    queued.is_null(),
+                    "a slab was announced although its block was collected"
+                );
+                // NOTIFY may be left armed only if nothing was collected.
+                assert_eq!(m.remote.load(Ordering::Relaxed) & NOTIFY, 0);
+            }
+            assert_eq!(got, 1);
+            assert_eq!(m.used, 0);
         });
     }
 }
