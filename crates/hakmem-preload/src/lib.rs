@@ -18,10 +18,16 @@
 //!   `malloc` first. The facade's constructor and destructor (its
 //!   `lifecycle` module, linked into this library) register the fork
 //!   handlers and print the optional exit reports.
+//! - Nothing here uses `std`: the crate is `#![no_std]`. It still has no
+//!   `#[panic_handler]` of its own, because the layers below use
+//!   `std::thread_local!` and so link `std`, whose handler (abort, in a
+//!   `panic = "abort"` build) is the one in force. A panic is a bug: the
+//!   message std formats may allocate, re-entering hakmem.
 //!
 //! ## May call
 //! The facade (`hakmem`) and `libc`.
 
+#![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use core::ffi::c_void;
@@ -34,6 +40,11 @@ const PAGE: usize = 4096;
 fn set_errno(e: c_int) {
     // SAFETY: __errno_location returns this thread's errno slot.
     unsafe { *libc::__errno_location() = e };
+}
+
+fn errno() -> c_int {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    unsafe { *libc::__errno_location() }
 }
 
 #[inline]
@@ -113,7 +124,8 @@ pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: size_t, size: size_t) -
 
 /// `posix_memalign(3)`: `EINVAL` unless `align` is a power of two multiple
 /// of `sizeof(void *)`; `ENOMEM` when memory cannot be had. `errno` is left
-/// alone; `*out` is written only on success.
+/// alone (restored, should a failed system call below have set it); `*out`
+/// is written only on success.
 ///
 /// # Safety
 /// `out` is valid for a write of a pointer.
@@ -126,8 +138,10 @@ pub unsafe extern "C" fn posix_memalign(
     if !align.is_power_of_two() || !align.is_multiple_of(core::mem::size_of::<*mut c_void>()) {
         return libc::EINVAL;
     }
+    let saved = errno();
     let p = facade::aligned_alloc(align, size);
     if p.is_null() {
+        set_errno(saved);
         return libc::ENOMEM;
     }
     // SAFETY: the caller's contract.

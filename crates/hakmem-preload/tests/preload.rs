@@ -1,15 +1,51 @@
 //! libhakmem.so under real programs.
 //!
-//! The library is built once per test run with `cargo build --release` into
-//! `<target>/preload-tests` (a target directory of its own, so it never
-//! waits on the outer cargo's lock); the C and C++ programs in `tests/c`
-//! are compiled there with `cc`/`c++`. Each program runs under
-//! `LD_PRELOAD` with `HAKMEM_STATS=1`, and the `hakmem: stats:` lines it
-//! prints at exit prove that hakmem served it.
+//! ## Which library is tested
+//! The library is built by this test with `$CARGO build -p hakmem-preload`
+//! (the cargo running the test) into `<target>/preload-tests/<features>`: a
+//! target directory of its own, so it never waits on the outer cargo's
+//! lock, and one per feature combination. The features are this test's own
+//! (`cargo test -p hakmem-preload --no-default-features --features
+//! fast-path` tests that combination), and the `build=` name in the exit
+//! statistics is checked against them. Two profiles are built: `release`
+//! (what users load; every test) and `dev` (overflow checks and debug
+//! assertions on; the ABI edge cases, misuse and threads run there too).
+//! `HAKMEM_PRELOAD_LIB=/path/to/libhakmem.so` tests a library built
+//! elsewhere instead (both profiles, no `build=` check).
+//!
+//! The C and C++ programs in `tests/c` are compiled there with `cc`/`c++`.
+//! Each program runs under `LD_PRELOAD` with `HAKMEM_STATS=1`, and the
+//! `hakmem: stats:` lines it prints at exit prove that hakmem served it.
+//! A test whose tool (python3, git, gcc, cc, c++) is missing prints a note
+//! and passes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
+
+/// A cargo profile the library is built with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Profile {
+    Release,
+    Dev,
+}
+
+/// The features this test was compiled with, as cargo arguments, and the
+/// build name the library reports for them (the facade's `BUILD_NAME`).
+fn features() -> (String, String) {
+    let mut list = Vec::new();
+    if cfg!(feature = "box-refactor") {
+        list.push("box-refactor");
+    }
+    if cfg!(feature = "fast-path") {
+        list.push("fast-path");
+    }
+    let name = std::iter::once("hakmem")
+        .chain(list.iter().copied())
+        .collect::<Vec<_>>()
+        .join("+");
+    (list.join(","), name)
+}
 
 fn target_dir() -> PathBuf {
     // <target>/debug/deps/preload-<hash>
@@ -17,28 +53,45 @@ fn target_dir() -> PathBuf {
     exe.ancestors().nth(3).unwrap().join("preload-tests")
 }
 
-/// Builds libhakmem.so (once) and returns its path.
-fn library() -> &'static Path {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let dir = target_dir();
+/// Builds libhakmem.so (once per profile) and returns its path.
+fn library_of(profile: Profile) -> &'static Path {
+    static LIBS: [OnceLock<PathBuf>; 2] = [OnceLock::new(), OnceLock::new()];
+    LIBS[profile as usize].get_or_init(|| {
+        if let Some(lib) = std::env::var_os("HAKMEM_PRELOAD_LIB") {
+            let lib = PathBuf::from(lib);
+            assert!(lib.exists(), "HAKMEM_PRELOAD_LIB={lib:?} does not exist");
+            return lib;
+        }
+        let (features, name) = features();
+        let dir = target_dir().join(name);
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "--quiet",
-                "-p",
-                "hakmem-preload",
-                "--target-dir",
-            ])
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "hakmem-preload",
+            "--no-default-features",
+        ]);
+        if !features.is_empty() {
+            cmd.args(["--features", &features]);
+        }
+        if profile == Profile::Release {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .arg("--target-dir")
             .arg(&dir)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("cargo runs");
         assert!(status.success(), "building libhakmem.so failed");
-        let lib = dir.join("release/libhakmem.so");
-        assert!(lib.exists());
+        let sub = match profile {
+            Profile::Release => "release",
+            Profile::Dev => "debug",
+        };
+        let lib = dir.join(sub).join("libhakmem.so");
+        assert!(lib.exists(), "{lib:?} was not built");
         lib
     })
 }
@@ -52,7 +105,7 @@ fn have(tool: &str) -> bool {
 
 /// Compiles `tests/c/<src>` with `compiler` (once per name).
 fn program(src: &str, compiler: &str, extra: &[&str]) -> PathBuf {
-    let dir = target_dir().join("programs");
+    let dir = target_dir().join(features().1).join("programs");
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join(src.replace('.', "_"));
     let status = Command::new(compiler)
@@ -72,10 +125,25 @@ fn program(src: &str, compiler: &str, extra: &[&str]) -> PathBuf {
 }
 
 fn run(cmd: &mut Command, preload: bool) -> Output {
-    cmd.env_remove("LD_PRELOAD")
-        .env_remove("HAKMEM_INVALID_FREE");
-    if preload {
-        cmd.env("LD_PRELOAD", library()).env("HAKMEM_STATS", "1");
+    run_with(cmd, preload.then_some(Profile::Release))
+}
+
+/// Runs `cmd` without hakmem (`None`) or under the library of a profile,
+/// with `HAKMEM_STATS=1`.
+///
+/// Options (`HAKMEM_*`) of the environment the test runs in are not passed
+/// on; those set on `cmd` are.
+fn run_with(cmd: &mut Command, lib: Option<Profile>) -> Output {
+    let set: Vec<_> = cmd.get_envs().map(|(k, _)| k.to_owned()).collect();
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("HAKMEM_") && !set.contains(&var) {
+            cmd.env_remove(var);
+        }
+    }
+    cmd.env_remove("LD_PRELOAD");
+    if let Some(profile) = lib {
+        cmd.env("LD_PRELOAD", library_of(profile))
+            .env("HAKMEM_STATS", "1");
     }
     cmd.output().unwrap()
 }
@@ -92,6 +160,13 @@ fn served(out: &Output, what: &str) -> String {
         stderr.contains("hakmem: stats: mapped_bytes="),
         "{what}: hakmem did not serve it (no stats line): {stderr}"
     );
+    if std::env::var_os("HAKMEM_PRELOAD_LIB").is_none() {
+        let build = format!(" build={}\n", features().1);
+        assert!(
+            stderr.contains(&build),
+            "{what}: not the library of this feature set ({build:?}): {stderr}"
+        );
+    }
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -168,6 +243,16 @@ fn git_on_this_repository_runs_the_same() {
         &["log", "--oneline", "-n", "50"][..],
         &["ls-files"],
         &["rev-list", "--count", "HEAD"],
+        &["log", "-p", "-n", "5", "--no-color", "--", "crates"],
+        // Limited to this crate: other engineers edit the rest of the tree
+        // while tests run. No optional locks: never contend for the index.
+        &[
+            "--no-optional-locks",
+            "status",
+            "--porcelain=v1",
+            "--",
+            "crates/hakmem-preload",
+        ],
     ] {
         same_output("git", || {
             let mut c = Command::new("git");
@@ -219,8 +304,11 @@ fn c_abi_edge_cases() {
         "cc",
         &["-Wno-alloc-size-larger-than", "-ldl"],
     );
-    let out = served(&run(&mut Command::new(exe), true), "abi_edges");
-    assert!(out.contains("abi-edges ok"), "{out}");
+    for profile in [Profile::Release, Profile::Dev] {
+        let out = run_with(&mut Command::new(&exe), Some(profile));
+        let out = served(&out, &format!("abi_edges ({profile:?})"));
+        assert!(out.contains("abi-edges ok"), "{out}");
+    }
 }
 
 #[test]
@@ -230,11 +318,13 @@ fn threaded_c_program_with_cross_thread_frees() {
         return;
     }
     let exe = program("threads.c", "cc", &["-pthread"]);
-    let out = run(&mut Command::new(exe), true);
-    let stdout = served(&out, "threads.c");
-    assert!(stdout.contains("threads ok"), "{stdout}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("heaps_created="), "{stderr}");
+    for profile in [Profile::Release, Profile::Dev] {
+        let out = run_with(&mut Command::new(&exe), Some(profile));
+        let stdout = served(&out, &format!("threads.c ({profile:?})"));
+        assert!(stdout.contains("threads ok"), "{stdout}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("heaps_created="), "{stderr}");
+    }
 }
 
 #[test]
@@ -244,8 +334,14 @@ fn cpp_new_and_delete_go_through_hakmem() {
         return;
     }
     let exe = program("newdelete.cpp", "c++", &["-pthread", "-std=c++17"]);
-    let out = served(&run(&mut Command::new(exe), true), "newdelete");
+    let run = run(&mut Command::new(exe), true);
+    let out = served(&run, "newdelete");
     assert!(out.contains("newdelete ok 1"), "{out}");
+    // new char[40 MiB] was one huge mapping of hakmem's, and delete[] gave
+    // it back through hakmem's free.
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains(" huge_in_use=0"), "{stderr}");
+    assert!(!stderr.contains(" huge_mapped=0 "), "{stderr}");
 }
 
 #[test]
@@ -261,7 +357,6 @@ fn fork_from_a_multithreaded_parent() {
 
 #[test]
 fn invalid_and_double_frees_are_reported() {
-    use std::os::unix::process::ExitStatusExt;
     if !have("cc") {
         eprintln!("cc not found: skipped");
         return;
@@ -270,38 +365,52 @@ fn invalid_and_double_frees_are_reported() {
     let exe = program("misuse.c", "cc", &["-O0", "-fno-builtin"]);
     for (case, why) in [
         ("stack", "not allocated by hakmem"),
+        ("static", "not allocated by hakmem"),
+        ("mmap", "not allocated by hakmem"),
         ("interior", "inside a block"),
         ("double-large", "not the start of a live hakmem block"),
         ("double-huge", "not allocated by hakmem"),
     ] {
-        let out = run(Command::new(&exe).arg(case), true);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let addr = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("misuse-address "))
-            .unwrap_or_else(|| panic!("{case}: {stdout}"));
-        let addr = usize::from_str_radix(addr.trim_start_matches("0x"), 16).unwrap();
-        let report = format!("hakmem: invalid free({addr:#018x}): ");
-        assert!(
-            stderr.contains(&report),
-            "{case}: no `{report}` in {stderr}"
-        );
-        assert!(stderr.contains(why), "{case}: {stderr}");
-        assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{case}");
-        assert!(!stdout.contains("survived"));
-
-        let mut cmd = Command::new(&exe);
-        cmd.arg(case)
-            .env("LD_PRELOAD", library())
-            .env("HAKMEM_INVALID_FREE", "ignore");
-        let out = cmd.output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{case} ignored: {:?}", out.status);
-        assert!(stdout.contains("survived"), "{case}");
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains("; ignored"),
-            "{case}"
-        );
+        for profile in [Profile::Release, Profile::Dev] {
+            misuse_case(&exe, case, why, profile);
+        }
     }
+}
+
+/// Runs `misuse <case>` under the library of `profile`: reported with its
+/// address and aborted by default; reported, counted and survived with
+/// `HAKMEM_INVALID_FREE=ignore`.
+fn misuse_case(exe: &Path, case: &str, why: &str, profile: Profile) {
+    use std::os::unix::process::ExitStatusExt;
+    let what = format!("{case} ({profile:?})");
+    let out = run_with(Command::new(exe).arg(case), Some(profile));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let addr = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("misuse-address "))
+        .unwrap_or_else(|| panic!("{what}: {stdout}"));
+    let addr = usize::from_str_radix(addr.trim_start_matches("0x"), 16).unwrap();
+    let report = format!("hakmem: invalid free({addr:#018x}): ");
+    assert!(
+        stderr.contains(&report),
+        "{what}: no `{report}` in {stderr}"
+    );
+    assert!(stderr.contains(why), "{what}: {stderr}");
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{what}");
+    assert!(!stdout.contains("survived"), "{what}");
+
+    let mut cmd = Command::new(exe);
+    cmd.arg(case).env("HAKMEM_INVALID_FREE", "ignore");
+    let out = run_with(&mut cmd, Some(profile));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{what} ignored: {:?}", out.status);
+    assert!(stdout.contains("survived"), "{what}");
+    assert!(
+        stderr.contains("hakmem: invalid free(0x"),
+        "{what}: {stderr}"
+    );
+    assert!(stderr.contains("; ignored"), "{what}: {stderr}");
+    assert!(stderr.contains(" invalid_frees=1 "), "{what}: {stderr}");
 }

@@ -153,7 +153,10 @@ fn alloc_uncommon(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     // end of its mapping, which `usable_size` (and so `realloc`) could not
     // tell from a pointer hakmem never handed out.
     let size = size.max(1);
-    if size > isize::MAX as usize - align {
+    // Saturating: `align` may be 2^63 (`aligned_alloc(1 << 63, n)` from C,
+    // or a valid `Layout` of size 0), more than `isize::MAX`; a plain `-`
+    // overflowed (a panic in debug builds).
+    if size > (isize::MAX as usize).saturating_sub(align) {
         stats::out_of_memory();
         return ptr::null_mut();
     }

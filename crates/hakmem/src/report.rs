@@ -86,15 +86,28 @@ pub fn print_stats_summary(fd: i32) {
         }
         line.str("\n").write_to(fd);
     }
+    const PREFIX: &str = "hakmem: stats: slabs in use by class (size:count):";
+    // At most this many classes a line: a `Line` cuts what does not fit in
+    // its 256 bytes, and a program using most classes once lost the end of
+    // this line (`build=` and the newline) that way.
+    const PER_LINE: usize = 12;
     let mut line = Line::new();
-    line.str("hakmem: stats: slabs in use by class (size:count):");
+    line.str(PREFIX);
+    let mut on_line = 0;
     let mut any = false;
     for (class, &n) in s.tiny_box.slabs_by_class.iter().enumerate() {
         if n > 0 {
+            if on_line == PER_LINE {
+                line.str("\n").write_to(fd);
+                line = Line::new();
+                line.str(PREFIX);
+                on_line = 0;
+            }
             line.str(" ")
                 .dec(class_size(class) as u64)
                 .str(":")
                 .dec(n as u64);
+            on_line += 1;
             any = true;
         }
     }

@@ -269,6 +269,13 @@ fn impossible_requests_give_null_not_a_panic() {
     let huge = Layout::from_size_align(isize::MAX as usize - 4096, 8).unwrap();
     // SAFETY: non-zero size.
     assert!(unsafe { HakMem.alloc(huge) }.is_null());
+    // A valid Layout whose alignment exceeds isize::MAX: once an overflow
+    // (a panic in debug builds) in the size check.
+    let top = Layout::from_size_align(0, 1 << 63).unwrap();
+    // SAFETY: GlobalAlloc is called with a valid layout (size 0 only as a
+    // probe of the bound check; null is the expected answer).
+    assert!(unsafe { HakMem.alloc(top) }.is_null());
+    assert!(hakmem::aligned_alloc(1 << 63, 16).is_null());
     let aligned = Layout::from_size_align(64, 1 << 50).unwrap();
     // SAFETY: non-zero size.
     assert!(unsafe { HakMem.alloc(aligned) }.is_null());

@@ -71,6 +71,68 @@ int main(void) {
     p = valloc(10); CHECK(p && (uintptr_t)p % 4096 == 0); free(p);
     p = pvalloc(10); CHECK(p && (uintptr_t)p % 4096 == 0 && malloc_usable_size(p) >= 4096); free(p);
     p = pvalloc(0); CHECK(p && malloc_usable_size(p) >= 4096); free(p);
+    /* huge sizes through every function: null and ENOMEM */
+    errno = 0; CHECK(realloc(NULL, SIZE_MAX) == NULL && errno == ENOMEM);
+    errno = 0; CHECK(reallocarray(NULL, SIZE_MAX, 2) == NULL && errno == ENOMEM);
+    errno = 0; CHECK(calloc(SIZE_MAX, 1) == NULL && errno == ENOMEM);
+    errno = 0; CHECK(aligned_alloc(64, SIZE_MAX) == NULL && errno == ENOMEM);
+    errno = 0; CHECK(memalign(64, SIZE_MAX / 2) == NULL && errno == ENOMEM);
+    errno = 0; CHECK(valloc(SIZE_MAX) == NULL && errno == ENOMEM);
+    errno = 0; CHECK(pvalloc(SIZE_MAX) == NULL && errno == ENOMEM);
+    errno = 0; CHECK(pvalloc(SIZE_MAX - 4095) == NULL && errno == ENOMEM);
+    /* alignments beyond the address space (2^63 once overflowed in debug builds) */
+    errno = 0; CHECK(aligned_alloc((size_t)1 << 63, 16) == NULL && errno == ENOMEM);
+    errno = 0; CHECK(aligned_alloc((size_t)1 << 63, 0) == NULL && errno == ENOMEM);
+    errno = 0; CHECK(aligned_alloc((size_t)1 << 62, 16) == NULL && errno == ENOMEM);
+    errno = 0; CHECK(aligned_alloc(0, 16) == NULL && errno == EINVAL);
+    errno = 0; CHECK(memalign((size_t)1 << 63, 16) == NULL && errno == ENOMEM);
+    errno = 0; CHECK(memalign(((size_t)1 << 63) + 1, 16) == NULL && errno == EINVAL);
+    p = memalign(0, 10); CHECK(p && (uintptr_t)p % 8 == 0); free(p);
+    p = memalign(1, 10); CHECK(p); free(p);
+    /* posix_memalign: errors returned, errno and *out untouched */
+    q = (void *)0x1234;
+    errno = 1234; CHECK(posix_memalign(&q, (size_t)1 << 63, 16) == ENOMEM && errno == 1234);
+    errno = 1234; CHECK(posix_memalign(&q, 64, (size_t)1 << 62) == ENOMEM && errno == 1234);
+    errno = 1234; CHECK(posix_memalign(&q, 64, SIZE_MAX) == ENOMEM && errno == 1234);
+    errno = 1234; CHECK(posix_memalign(&q, 24, 16) == EINVAL && errno == 1234);
+    CHECK(q == (void *)0x1234);
+    /* realloc(NULL, 0) is a block; reallocarray(p, 0, n) frees like realloc(p, 0) */
+    p = realloc(NULL, 0); CHECK(p); free(p);
+    p = malloc(10); CHECK(reallocarray(p, 0, 10) == NULL);
+    /* realloc keeps contents through every class and into large and huge blocks */
+    {
+        size_t n = 1, prev = 0;
+        unsigned char *b = NULL;
+        for (; n <= ((size_t)8 << 20); n = n * 3 / 2 + 1) {
+            b = realloc(b, n); CHECK(b && malloc_usable_size(b) >= n);
+            for (size_t i = 0; i < prev; i++) CHECK(b[i] == (unsigned char)i);
+            for (size_t i = prev; i < n; i++) b[i] = (unsigned char)i;
+            prev = n;
+        }
+        for (n = prev; n > 1; n = n / 3) { /* and back down */
+            b = realloc(b, n); CHECK(b);
+            for (size_t i = 0; i < n; i += 13) CHECK(b[i] == (unsigned char)i);
+        }
+        free(b);
+    }
+    /* aligned blocks of every alignment and many sizes: aligned, usable >= n */
+    for (size_t a = 1; a <= ((size_t)1 << 20); a *= 2)
+        for (size_t n = 0; n < 70000; n = n * 2 + 3) {
+            unsigned char *b = aligned_alloc(a, n);
+            CHECK(b && (uintptr_t)b % a == 0 && malloc_usable_size(b) >= n);
+            if (n) { b[0] = 1; b[n - 1] = 1; }
+            free(b);
+        }
+    /* successful calls, free included (POSIX 2024), leave errno alone */
+    errno = 77;
+    for (size_t n = 1; n < ((size_t)64 << 20); n = n * 3 + 1) {
+        void *a = malloc(n), *c = calloc(1, n), *m = memalign(4096, n);
+        a = realloc(a, n * 2);
+        CHECK(a && c && m);
+        free(a); free(c); free(m);
+    }
+    CHECK(malloc_trim(0) == 1);
+    CHECK(errno == 77);
     /* usable size of every small size, and some large */
     CHECK(malloc_usable_size(NULL) == 0);
     for (size_t n = 1; n <= 16384; n++) {

@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+
+static char in_data[64] = {1};
 
 int main(int argc, char **argv) {
     const char *c = argc > 1 ? argv[1] : "";
@@ -12,6 +15,8 @@ int main(int argc, char **argv) {
     void *p = NULL;
     int twice = 0;
     if (!strcmp(c, "stack")) p = on_stack;
+    else if (!strcmp(c, "static")) p = in_data + 16;
+    else if (!strcmp(c, "mmap")) p = mmap(NULL, 1 << 16, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     else if (!strcmp(c, "interior")) p = (char *)malloc(256) + 16;
     else if (!strcmp(c, "double-large")) { p = malloc(200000); twice = 1; }
     else if (!strcmp(c, "double-huge")) { p = malloc(40 << 20); twice = 1; }

@@ -1,4 +1,5 @@
 // C++ new/delete go through malloc/free: operator new's memory is hakmem's.
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <malloc.h>
@@ -24,6 +25,20 @@ int main() {
     // Freeing operator new's block with free() only works if both are ours;
     // hakmem would report a foreign pointer otherwise.
     std::free(x);
+    // A huge block from new[]: hakmem's malloc_usable_size knows it (it
+    // answers 0 for memory it does not own), and delete[] must give it back
+    // through hakmem's free: the test reads huge_in_use=0 in the exit stats.
+    char *big = new char[40 << 20];
+    big[0] = 1;
+    big[(40 << 20) - 1] = 1;
+    if (malloc_usable_size(big) < (40 << 20)) std::abort();
+    delete[] big;
+    // Over-aligned new (C++17) goes through aligned_alloc: hakmem's too.
+    struct alignas(4096) Page { char b[100]; };
+    Page *pg = new Page[3];
+    if (reinterpret_cast<std::uintptr_t>(pg) % 4096 != 0 || malloc_usable_size(pg) < 3 * sizeof(Page))
+        std::abort();
+    delete[] pg;
     auto u = std::make_unique<std::string>(1000, 'z');
     std::printf("newdelete ok %zu\n", malloc_usable_size(u.get()) >= sizeof(std::string) ? (size_t)1 : (size_t)0);
     return 0;
