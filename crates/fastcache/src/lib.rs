@@ -94,7 +94,9 @@ impl ClassStats {
         exit_flushed: 0,
     };
 
-    fn fields(&self) -> [u64; 7] {
+    /// The counters in field order: hits, misses, refills, refill_blocks,
+    /// drains, drain_blocks, exit_flushed.
+    pub fn as_array(&self) -> [u64; 7] {
         [
             self.hits,
             self.misses,
@@ -104,6 +106,20 @@ impl ClassStats {
             self.drain_blocks,
             self.exit_flushed,
         ]
+    }
+
+    /// The inverse of [`Self::as_array`].
+    pub fn from_array(a: [u64; 7]) -> Self {
+        let [hits, misses, refills, refill_blocks, drains, drain_blocks, exit_flushed] = a;
+        Self {
+            hits,
+            misses,
+            refills,
+            refill_blocks,
+            drains,
+            drain_blocks,
+            exit_flushed,
+        }
     }
 }
 
@@ -335,14 +351,10 @@ fn thread_stats() -> [ClassStats; NUM_CLASSES] {
 pub fn class_stats() -> [ClassStats; NUM_CLASSES] {
     let mut out = thread_stats();
     for (o, merged) in out.iter_mut().zip(EXITED.iter()) {
-        let m: [u64; 7] = core::array::from_fn(|i| merged[i].load(Ordering::Relaxed));
-        o.hits += m[0];
-        o.misses += m[1];
-        o.refills += m[2];
-        o.refill_blocks += m[3];
-        o.drains += m[4];
-        o.drain_blocks += m[5];
-        o.exit_flushed += m[6];
+        let mine = o.as_array();
+        *o = ClassStats::from_array(core::array::from_fn(|i| {
+            mine[i] + merged[i].load(Ordering::Relaxed)
+        }));
     }
     out
 }
@@ -361,7 +373,7 @@ pub fn cached_counts() -> [u32; NUM_CLASSES] {
 extern "C" fn on_thread_exit(_: *mut libc::c_void) {
     flush(true);
     for (class, k) in thread_stats().iter().enumerate() {
-        for (slot, v) in EXITED[class].iter().zip(k.fields()) {
+        for (slot, v) in EXITED[class].iter().zip(k.as_array()) {
             if v != 0 {
                 slot.fetch_add(v, Ordering::Relaxed);
             }

@@ -177,18 +177,7 @@ fn delta(
     after: &[hakmem_fastcache::ClassStats],
     class: usize,
 ) -> [u64; 7] {
-    let f = |k: &hakmem_fastcache::ClassStats| {
-        [
-            k.hits,
-            k.misses,
-            k.refills,
-            k.refill_blocks,
-            k.drains,
-            k.drain_blocks,
-            k.exit_flushed,
-        ]
-    };
-    let (a, b) = (f(&before[class]), f(&after[class]));
+    let (a, b) = (before[class].as_array(), after[class].as_array());
     core::array::from_fn(|i| b[i] - a[i])
 }
 

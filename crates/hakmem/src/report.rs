@@ -139,15 +139,7 @@ pub fn print_fast_stats(fd: i32) {
             line.str("hakmem: fast: ")
                 .dec_width(class as u64, 5)
                 .dec_width(class_size(class) as u64, 6);
-            for v in [
-                k.hits,
-                k.misses,
-                k.refills,
-                k.refill_blocks,
-                k.drains,
-                k.drain_blocks,
-                k.exit_flushed,
-            ] {
+            for v in k.as_array() {
                 line.str(" ").dec_width(v, 11);
             }
             line.str("\n").write_to(fd);
