@@ -70,12 +70,11 @@ fn a_gigabyte_phase_leaves_memory_within_the_bound() {
                     // SAFETY: live, freed once.
                     unsafe { hakmem::free(q) };
                 }
+                total
             })
         })
         .collect();
-    for h in handles {
-        h.join().unwrap();
-    }
+    let allocated: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
     let s = hakmem::stats();
     let mapped = s.superslab.mapped_bytes;
     let rss = resident_bytes();
@@ -87,9 +86,13 @@ fn a_gigabyte_phase_leaves_memory_within_the_bound() {
         s.superslab.peak_mapped_bytes >> 20,
         s.superslab
     );
+    // How far the threads' live sets overlap depends on scheduling (the
+    // peak was 194-260 MiB in runs here); what every run guarantees is the
+    // 1 GiB in all and one thread's live set past 64 MiB at some point.
+    assert!(allocated >= 1 << 30, "the phase was smaller than meant");
     assert!(
-        s.superslab.peak_mapped_bytes > 200 << 20,
-        "the phase was smaller than meant"
+        s.superslab.peak_mapped_bytes > 64 << 20,
+        "the live set never reached 64 MiB"
     );
     assert!(
         mapped <= base_mapped + BOUND_MAPPED,
