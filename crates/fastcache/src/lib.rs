@@ -271,7 +271,7 @@ fn drain_excess(class: usize) {
         chain
     });
     // SAFETY: the chain's blocks were cached blocks of this class.
-    unsafe { SelectedBackend::drain(chain) };
+    unsafe { SelectedBackend::drain(chain, class) };
 }
 
 /// Cuts the first `n` blocks off `list` as a chain.
@@ -331,7 +331,7 @@ fn flush(at_exit: bool) {
             chain
         });
         // SAFETY: cached blocks of this class.
-        unsafe { SelectedBackend::drain(chain) };
+        unsafe { SelectedBackend::drain(chain, class) };
     }
 }
 

@@ -62,6 +62,26 @@ fn attack(name: &str) {
                 }
             }
         }
+        "link-into-another-class" => {
+            use hakmem_tiny_box::Block;
+            let a = hakmem::malloc(CLASS_SIZE).cast::<Block>();
+            let b = hakmem::malloc(2 * CLASS_SIZE).cast::<Block>();
+            // SAFETY: a is live, freed once; b stays live.
+            unsafe { hakmem::free(a.cast()) };
+            // A link that decodes correctly but leads into a slab of another
+            // class (an attacker who learnt the region's secret, or a bug in
+            // a layer): b, a live block of the next class, is spliced into
+            // the list after a, which gives it out as a 64 B block and would
+            // hand it to the 64 B slab's lists on a drain.
+            // SAFETY: deliberately corrupting the cache's list.
+            unsafe {
+                let rest = Block::next(a);
+                Block::set_next(b, rest);
+                Block::set_next(a, b);
+            }
+            // Hands the cache's blocks back to their slabs.
+            hakmem::trim();
+        }
         "double-free-small" => {
             let p = hakmem::malloc(24);
             // SAFETY: live, freed once; the second free is the attack.
@@ -128,6 +148,18 @@ fn use_after_free_write_into_a_link_is_caught() {
     caught(
         "use-after-free-write",
         "hakmem: heap corruption detected: a free-list link was overwritten",
+    );
+}
+
+/// The fast cache's lists are checked on every pop only for links that
+/// leave our data slabs; a link into a slab of the wrong class is caught
+/// where the blocks go back to their slabs.
+#[cfg(feature = "fast-path")]
+#[test]
+fn a_link_into_another_class_is_caught_when_the_blocks_go_back() {
+    caught(
+        "link-into-another-class",
+        "hakmem: heap corruption detected: a free-list link leads out of its class",
     );
 }
 

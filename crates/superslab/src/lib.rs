@@ -107,6 +107,17 @@ pub enum Lookup {
     NotAllocated,
 }
 
+/// True when `addr` lies in a slab that can hold small blocks: a data slab
+/// of a live region (neither its header slab nor, in hardened builds, its
+/// guard slab). One load of the registry and no slab record, so hardened
+/// builds can afford it on every free-list pop; it says nothing about
+/// whether the slab is in use or of which class (see [`lookup`]).
+#[inline(always)]
+pub fn in_data_slab(addr: usize) -> bool {
+    let index = (addr & (CHUNK_SIZE - 1)) >> SLAB_SHIFT;
+    index != 0 && index <= MAX_RUN_SLABS && registry::kind_of(addr) == registry::ChunkKind::Region
+}
+
 /// Classifies any address. Reads only the registry and, for our own
 /// addresses, our own headers.
 #[inline]

@@ -21,7 +21,7 @@ fn refill_drain<B: SmallBackend>(c: &mut Criterion) {
                     assert!(!chain.is_empty(), "out of memory");
                     // SAFETY: the chain came from this backend, one class,
                     // and nothing holds its blocks.
-                    unsafe { B::drain(black_box(chain)) };
+                    unsafe { B::drain(black_box(chain), class) };
                 })
             });
         }

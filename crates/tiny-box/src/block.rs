@@ -11,8 +11,9 @@ use core::ptr;
 /// In hardened builds (`secure`) the link is stored encoded with the
 /// secret of the block's region and the block's own address, and checked
 /// when read: a link that a heap overflow or a use-after-free write planted
-/// decodes to an address that is not a block of the same class, and the
-/// process stops with a report instead of handing that address out.
+/// decodes to an address outside our data slabs (or, for a slab's own list,
+/// outside that slab), and the process stops with a report instead of
+/// handing that address out.
 #[repr(C)]
 pub struct Block {
     next: *mut Block,
@@ -41,6 +42,29 @@ impl Block {
             let next = (raw as usize ^ link_key(b)) as *mut Block;
             if !next.is_null() {
                 crate::hardening::check_link(b, next);
+            }
+            next
+        }
+        #[cfg(not(feature = "secure"))]
+        raw
+    }
+
+    /// The block after `b` in a list of one slab's blocks (its local free
+    /// list or remote stack). Hardened builds check that the link stays in
+    /// `b`'s slab, which needs no load at all.
+    ///
+    /// # Safety
+    /// `b` is a free block owned by the caller's list, whose blocks all
+    /// belong to `b`'s slab.
+    #[inline(always)]
+    pub unsafe fn next_in_slab(b: *mut Block) -> *mut Block {
+        // SAFETY: as in `next`.
+        let raw = unsafe { (*b).next };
+        #[cfg(feature = "secure")]
+        {
+            let next = (raw as usize ^ link_key(b)) as *mut Block;
+            if !next.is_null() {
+                crate::hardening::check_link_in_slab(b, next);
             }
             next
         }

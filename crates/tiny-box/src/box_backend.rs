@@ -118,7 +118,7 @@ impl SmallBackend for BoxBackend {
         out
     }
 
-    unsafe fn drain(chain: Chain) {
+    unsafe fn drain(chain: Chain, class: usize) {
         let heap = current_heap();
         let me = owner_id(heap);
         let mut group: *mut SlabMeta = ptr::null_mut();
@@ -128,9 +128,17 @@ impl SmallBackend for BoxBackend {
         while !b.is_null() {
             // SAFETY: the chain is the caller's, properly linked.
             let next = unsafe { Block::next(b) };
+            #[cfg(feature = "secure")]
+            // SAFETY: b came through a checked link (or heads the chain, a
+            // block the caller holds), so it lies in a data slab.
+            unsafe {
+                crate::hardening::check_drained_class(b, class)
+            };
             // SAFETY: b is a block of this backend.
             let s = unsafe { SlabMeta::of(b.cast()) };
             // SAFETY: the slab is live while it has b out.
+            debug_assert_eq!(unsafe { &*s }.class(), class);
+            // SAFETY: as above.
             if !heap.is_null() && unsafe { &*s }.owner.load(Ordering::Relaxed) == me {
                 // SAFETY: our own slab.
                 unsafe { free_local(heap, s, b) };

@@ -4,7 +4,7 @@
 //! going on would hand an attacker's address out.
 
 use hakmem_superslab::text::Line;
-use hakmem_superslab::{lookup, Lookup, SlabRef};
+use hakmem_superslab::{lookup, Lookup, SlabRef, SLAB_SHIFT};
 
 /// Stops the process: `what` happened at `a` (and `b`, if non-zero).
 #[cold]
@@ -22,32 +22,72 @@ pub fn corruption(what: &str, a: usize, b: usize) -> ! {
     unsafe { libc::abort() }
 }
 
-/// Checks that the free block `b` links to `next`, a block of its class.
+/// Checks a link of a list that may span slabs (the fast cache's lists and
+/// the chains that move between layers): `next` must be 8-aligned and lie
+/// in a data slab of a live region.
 ///
 /// A link decodes correctly only if it was written by this layer with the
-/// region's secret; anything a program wrote over it decodes to an address
-/// that is, with overwhelming probability, not 8-aligned inside a small
-/// slab of the same class. Checking that costs three loads and no division,
-/// so it runs on every pop.
-#[inline]
+/// region's secret. A whole word a program wrote over it decodes to an
+/// address that is random in the address space, which this test rejects
+/// unless it happens to fall into one of our regions' data slabs (a chance
+/// of the order of the heap's size over 2^47, and 1 in 8 of that again for
+/// the alignment). The test costs one load of a registry byte that every
+/// pop of the same region shares, so it runs on every pop. What it does not
+/// see, a link that points into the wrong class's slab, is looked for where
+/// the blocks cross back into their slabs ([`check_drained_class`]).
+#[inline(always)]
 pub(crate) fn check_link(b: *mut crate::Block, next: *mut crate::Block) {
-    let next_addr = next as usize;
-    let plausible = next_addr.is_multiple_of(8)
-        && match lookup(next as *const u8) {
-            // SAFETY: b is a live free block, so its slab is held by this
-            // layer; `slab` was just found in use by the registry.
-            Lookup::Slab(slab) => unsafe {
-                crate::slab_class(slab) == crate::slab_class(SlabRef::containing(b as *const u8))
-            },
-            _ => false,
-        };
-    if !plausible {
+    if !plausible_block(next) {
+        bad_link(b, next);
+    }
+}
+
+#[inline(always)]
+fn plausible_block(b: *mut crate::Block) -> bool {
+    let addr = b as usize;
+    addr.is_multiple_of(8) && hakmem_superslab::in_data_slab(addr)
+}
+
+/// Checks a link of one slab's own list (its local free list, its remote
+/// stack): `next` must be 8-aligned and in the same slab as `b`. Arithmetic
+/// only.
+#[inline(always)]
+pub(crate) fn check_link_in_slab(b: *mut crate::Block, next: *mut crate::Block) {
+    let (b_addr, next_addr) = (b as usize, next as usize);
+    if !(next_addr.is_multiple_of(8) && (b_addr ^ next_addr) >> SLAB_SHIFT == 0) {
+        bad_link(b, next);
+    }
+}
+
+/// Checks that a block coming back from a cross-slab list (a drained chain)
+/// belongs to a slab of the chain's class: a link that decoded into a data
+/// slab of another class would otherwise put a block on the wrong slab's
+/// list.
+///
+/// # Safety
+/// `b` lies in a data slab of a live region.
+#[inline]
+pub(crate) unsafe fn check_drained_class(b: *mut crate::Block, class: usize) {
+    // SAFETY: caller's contract.
+    let slab = unsafe { SlabRef::containing(b as *const u8) };
+    let in_use = matches!(lookup(b as *const u8), Lookup::Slab(s) if s == slab);
+    if !in_use || crate::slab_class(slab) != class {
         corruption(
-            "a free-list link was overwritten (block, bad link):",
+            "a free-list link leads out of its class (block, class):",
             b as usize,
-            next_addr,
+            class,
         );
     }
+}
+
+#[cold]
+#[inline(never)]
+fn bad_link(b: *mut crate::Block, next: *mut crate::Block) -> ! {
+    corruption(
+        "a free-list link was overwritten (block, bad link):",
+        b as usize,
+        next as usize,
+    )
 }
 
 /// The double-free canary of the block at `p`: keyed by its region's secret

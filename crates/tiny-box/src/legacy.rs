@@ -109,17 +109,20 @@ impl SmallBackend for LegacyBackend {
         out
     }
 
-    unsafe fn drain(chain: Chain) {
+    unsafe fn drain(chain: Chain, class: usize) {
         if chain.is_empty() {
             return;
         }
-        // SAFETY: caller's contract: blocks of this backend, one class.
-        let class = unsafe { &*SlabMeta::of(chain.head.cast()) }.class();
         with_class(class, |q| {
             let mut b = chain.head;
             while !b.is_null() {
                 // SAFETY: the chain is the caller's, properly linked.
                 let next = unsafe { Block::next(b) };
+                #[cfg(feature = "secure")]
+                // SAFETY: `next` checked b's link into a data slab.
+                unsafe {
+                    crate::hardening::check_drained_class(b, class)
+                };
                 // SAFETY: caller's contract.
                 unsafe { put_locked(q, b) };
                 b = next;

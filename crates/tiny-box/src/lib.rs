@@ -31,7 +31,7 @@
 //!
 //! ## Hardened builds (`secure` feature)
 //! Free-list links are encoded with the region's secret and checked on
-//! every read; the facade marks every freed block with a keyed canary and
+//! every read (cheaply: see `hardening` for which check runs where); the facade marks every freed block with a keyed canary and
 //! stops on a second free (module `hardening`); fresh slabs hand their blocks out
 //! in a random order; requests of 8 bytes or less get 16-byte blocks, so
 //! every free block has room for its link and its canary.
@@ -93,11 +93,14 @@ pub trait SmallBackend {
     /// chain means memory cannot be had.
     fn refill(class: usize, max: usize) -> Chain;
 
-    /// Takes back a chain of blocks of one class, from any thread.
+    /// Takes back a chain of blocks of `class`, from any thread. Hardened
+    /// builds check each block's slab against `class` (see
+    /// [`hardening`]).
     ///
     /// # Safety
-    /// Every block came from this backend, is of one class, and is given up.
-    unsafe fn drain(chain: Chain);
+    /// Every block came from this backend, is of class `class`, and is
+    /// given up.
+    unsafe fn drain(chain: Chain, class: usize);
 
     /// Gives back every empty slab this backend can reach: the calling
     /// thread's and the abandoned ones (the `malloc_trim` of this layer).

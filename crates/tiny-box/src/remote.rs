@@ -85,7 +85,7 @@ pub(crate) fn collect(s: &mut SlabMeta) -> usize {
     let mut tail = head;
     loop {
         // SAFETY: the list was published by Release CASes and is now ours.
-        let next = unsafe { Block::next(tail) };
+        let next = unsafe { Block::next_in_slab(tail) };
         if next.is_null() {
             break;
         }
@@ -224,7 +224,7 @@ mod loom_models {
         while !b.is_null() {
             out.push(b as usize);
             // SAFETY: the list is the owner's, built by collect.
-            b = unsafe { Block::next(b) };
+            b = unsafe { Block::next_in_slab(b) };
         }
         out
     }

@@ -105,7 +105,7 @@ impl SlabMeta {
         let b = self.free;
         if !b.is_null() {
             // SAFETY: b heads the owner's local free list.
-            self.free = unsafe { Block::next(b) };
+            self.free = unsafe { Block::next_in_slab(b) };
             self.used += 1;
             return b;
         }
@@ -214,9 +214,12 @@ fn random_order(capacity: u32) -> (u16, u16) {
     }
     let r = superslab::os::random_word();
     let start = (r as u32) % capacity;
-    let mut stride = ((r >> 32) as u32 % capacity).max(1);
+    // A stride near 0 or near `capacity` walks the slab almost in address
+    // order (forwards or backwards), so neighbours stay predictable: pick
+    // one from the middle half. (Capacities are at least 4.)
+    let mut stride = (capacity / 4 + (r >> 32) as u32 % (capacity / 2).max(1)).max(1);
     while gcd(stride, capacity) != 1 {
-        stride += 1;
+        stride = stride % (capacity - 1) + 1;
     }
     (start as u16, stride as u16)
 }
@@ -281,5 +284,34 @@ impl SlabQueue {
         m.next = ptr::null_mut();
         m.prev = ptr::null_mut();
         m.list = SlabList::None;
+    }
+}
+
+#[cfg(all(test, feature = "secure"))]
+mod tests {
+    use super::random_order;
+
+    #[test]
+    fn random_orders_are_permutations_that_do_not_walk_in_address_order() {
+        for capacity in [4u32, 5, 7, 16, 341, 1024, 4096] {
+            for _ in 0..500 {
+                let (start, stride) = random_order(capacity);
+                let (start, stride) = (u32::from(start), u32::from(stride));
+                let mut seen = std::vec![false; capacity as usize];
+                for i in 0..capacity {
+                    seen[((start + i * stride) % capacity) as usize] = true;
+                }
+                assert!(
+                    seen.iter().all(|&s| s),
+                    "{capacity}: {start} + i * {stride}"
+                );
+                if capacity >= 16 {
+                    assert!(
+                        stride >= capacity / 8 && stride <= capacity - capacity / 8,
+                        "{capacity}: stride {stride} walks nearly in address order"
+                    );
+                }
+            }
+        }
     }
 }

@@ -102,7 +102,7 @@ fn run_model<B: SmallBackend>(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     unsafe { chain.push(k as *mut _) };
                 }
                 // SAFETY: blocks of this backend, one class.
-                unsafe { B::drain(chain) };
+                unsafe { B::drain(chain, class) };
             }
         }
     }
