@@ -4,10 +4,10 @@
 //! baseline — without calling `trim`.
 //!
 //! The bound (`docs/RELIABILITY.md`): the superslab keeps at most
-//! max(2, live/8) empty regions and 16 MiB of free-but-resident slabs; each
+//! max(2, live/4) empty regions and 16 MiB of free-but-resident slabs; each
 //! live thread
 //! keeps at most one allocation slab per class; the huge cache keeps at
-//! most 64 MiB of freed huge mappings.
+//! most 16 freed huge mappings, 128 MiB in all.
 
 use std::thread;
 

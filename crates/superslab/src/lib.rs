@@ -27,7 +27,7 @@
 //!   and then it fails with [`OutOfMemory`], never a panic or abort; the
 //!   next request tries the OS again.
 //! - Gives back: a slab's run returns to its region; a region with no slab
-//!   in use goes back to the OS once more than max(2, live regions / 8)
+//!   in use goes back to the OS once more than max(2, live regions / 4)
 //!   empty regions are kept ([`pool::RETAINED_EMPTY_REGIONS`]); free slabs
 //!   beyond [`pool::DIRTY_SLAB_LIMIT`] are purged with `MADV_DONTNEED`
 //!   before they are published as free.
