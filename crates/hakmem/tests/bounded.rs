@@ -7,7 +7,7 @@
 //! max(2, live/4) empty regions and 16 MiB of free-but-resident slabs; each
 //! live thread
 //! keeps at most one allocation slab per class; the huge cache keeps at
-//! most 16 freed huge mappings, 128 MiB in all.
+//! most 8 freed huge mappings, 64 MiB in all.
 
 use std::thread;
 

@@ -15,11 +15,11 @@ use os::PAGE_SIZE;
 const HUGE_MAGIC: usize = 0x6861_6b6d_4855_4745; // "hakmHUGE"
 
 /// Freed huge mappings kept for reuse.
-const CACHE_SLOTS: usize = 16;
+const CACHE_SLOTS: usize = 8;
 /// A mapping larger than this is never cached.
 const CACHE_MAX_MAPPING: usize = 32 << 20;
 /// Total bytes the cache may hold.
-const CACHE_MAX_TOTAL: usize = 128 << 20;
+const CACHE_MAX_TOTAL: usize = 64 << 20;
 
 #[repr(C)]
 struct HugeHeader {

@@ -262,17 +262,25 @@ pub fn alloc_run(n: usize) -> Result<Grant, OutOfMemory> {
 fn grant(n: usize, use_: Use) -> Result<Grant, OutOfMemory> {
     debug_assert!((1..=crate::MAX_RUN_SLABS).contains(&n));
     let found = with_pool(|st| {
-        // Resident (dirty) free slabs first: reusing them costs nothing,
-        // while a clean fit costs page faults now and leaves the dirty
-        // slabs to be purged later (`madvise` and a TLB shootdown on every
-        // core the process runs on). First fit otherwise.
+        // Runs go on resident (dirty) free slabs first: reusing them costs
+        // nothing, while a clean fit costs page faults now and leaves the
+        // dirty slabs to be purged later (`madvise` and a TLB shootdown on
+        // every core the process runs on). Single slabs go first fit: they
+        // live long and packing them keeps regions free to go back (placed
+        // on dirty holes they scattered over many regions and pinned them).
+        let dirty_first = n > 1;
         let mut any_fit = None;
         for head in [st.partial, st.empty] {
             let mut r = head;
             while !r.is_null() {
                 // SAFETY: list members are live regions; lock held.
                 let reg = unsafe { &mut *r };
-                if let Some(start) = find_run(reg.free_mask & !reg.clean_mask, n) {
+                let dirty = if dirty_first {
+                    !reg.clean_mask
+                } else {
+                    u32::MAX
+                };
+                if let Some(start) = find_run(reg.free_mask & dirty, n) {
                     // SAFETY: lock held, region live.
                     return Some(unsafe { take(st, r, start, n, use_) });
                 }

@@ -95,7 +95,7 @@ pub trait SmallBackend {
 
     /// Takes back a chain of blocks of `class`, from any thread. Hardened
     /// builds check each block's slab against `class` (see
-    /// [`hardening`]).
+    /// the `hardening` module).
     ///
     /// # Safety
     /// Every block came from this backend, is of class `class`, and is
