@@ -34,19 +34,13 @@ impl Block {
     /// `b` is a free block owned by the caller's list.
     #[inline(always)]
     pub unsafe fn next(b: *mut Block) -> *mut Block {
-        // SAFETY: the caller owns the free block, which is at least 8 bytes
-        // and 8-aligned (every class is).
-        let raw = unsafe { (*b).next };
+        // SAFETY: caller's contract.
+        let next = unsafe { Self::decoded_link(b) };
         #[cfg(feature = "secure")]
-        {
-            let next = (raw as usize ^ link_key(b)) as *mut Block;
-            if !next.is_null() {
-                crate::hardening::check_link(b, next);
-            }
-            next
+        if !next.is_null() {
+            crate::hardening::check_link(b, next);
         }
-        #[cfg(not(feature = "secure"))]
-        raw
+        next
     }
 
     /// The block after `b` in a list of one slab's blocks (its local free
@@ -58,17 +52,26 @@ impl Block {
     /// belong to `b`'s slab.
     #[inline(always)]
     pub unsafe fn next_in_slab(b: *mut Block) -> *mut Block {
-        // SAFETY: as in `next`.
+        // SAFETY: caller's contract.
+        let next = unsafe { Self::decoded_link(b) };
+        #[cfg(feature = "secure")]
+        if !next.is_null() {
+            crate::hardening::check_link_in_slab(b, next);
+        }
+        next
+    }
+
+    /// `b`'s link word, decoded (hardened builds) but not checked.
+    ///
+    /// # Safety
+    /// `b` is a free block owned by the caller's list.
+    #[inline(always)]
+    unsafe fn decoded_link(b: *mut Block) -> *mut Block {
+        // SAFETY: the caller owns the free block, which is at least 8 bytes
+        // and 8-aligned (every class is).
         let raw = unsafe { (*b).next };
         #[cfg(feature = "secure")]
-        {
-            let next = (raw as usize ^ link_key(b)) as *mut Block;
-            if !next.is_null() {
-                crate::hardening::check_link_in_slab(b, next);
-            }
-            next
-        }
-        #[cfg(not(feature = "secure"))]
+        let raw = (raw as usize ^ link_key(b)) as *mut Block;
         raw
     }
 
