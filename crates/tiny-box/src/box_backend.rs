@@ -129,11 +129,7 @@ impl SmallBackend for BoxBackend {
             // SAFETY: the chain is the caller's, properly linked.
             let next = unsafe { Block::next(b) };
             #[cfg(feature = "secure")]
-            // SAFETY: b came through a checked link (or heads the chain, a
-            // block the caller holds), so it lies in a data slab.
-            unsafe {
-                crate::hardening::check_drained_class(b, class)
-            };
+            crate::hardening::check_drained_class(b, class);
             // SAFETY: b is a block of this backend.
             let s = unsafe { SlabMeta::of(b.cast()) };
             // SAFETY: the slab is live while it has b out.

@@ -119,10 +119,7 @@ impl SmallBackend for LegacyBackend {
                 // SAFETY: the chain is the caller's, properly linked.
                 let next = unsafe { Block::next(b) };
                 #[cfg(feature = "secure")]
-                // SAFETY: `next` checked b's link into a data slab.
-                unsafe {
-                    crate::hardening::check_drained_class(b, class)
-                };
+                crate::hardening::check_drained_class(b, class);
                 // SAFETY: caller's contract.
                 unsafe { put_locked(q, b) };
                 b = next;

@@ -31,10 +31,11 @@
 //!
 //! ## Hardened builds (`secure` feature)
 //! Free-list links are encoded with the region's secret and checked on
-//! every read (cheaply: see `hardening` for which check runs where); the facade marks every freed block with a keyed canary and
-//! stops on a second free (module `hardening`); fresh slabs hand their blocks out
-//! in a random order; requests of 8 bytes or less get 16-byte blocks, so
-//! every free block has room for its link and its canary.
+//! every read (cheaply: see `hardening` for which check runs where); the
+//! facade marks every freed block with a keyed canary and stops on a second
+//! free (module `hardening`); fresh slabs hand their blocks out in a random
+//! order; requests of 8 bytes or less get 16-byte blocks, so every free
+//! block has room for its link and its canary.
 //!
 //! ## May call
 //! `hakmem-superslab` (slabs, the lock, permanent metadata) and `libc`
