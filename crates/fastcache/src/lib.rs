@@ -290,7 +290,6 @@ fn detach_front(list: &mut FreeList, n: usize) -> Chain {
     list.head = unsafe { Block::next(tail) };
     // SAFETY: tail is ours; it ends the detached chain.
     unsafe { Block::set_next(tail, ptr::null_mut()) };
-    chain.tail = tail;
     chain.len = n;
     list.count -= n as u32;
     chain

@@ -88,14 +88,13 @@ impl Block {
     }
 }
 
-/// A null-terminated list of free blocks of one class, with its tail and
-/// length so that chains splice in constant time.
+/// A null-terminated list of free blocks of one class, with its length.
+/// No tail is kept: chains move between layers whole, and a list taken whole
+/// from a slab (see `SlabMeta::take_into`) has a tail nobody has walked to.
 #[derive(Debug)]
 pub struct Chain {
     /// First block, or null for an empty chain.
     pub head: *mut Block,
-    /// Last block (null when empty).
-    pub tail: *mut Block,
     /// Number of blocks.
     pub len: usize,
 }
@@ -111,7 +110,6 @@ impl Chain {
     pub const fn new() -> Self {
         Self {
             head: ptr::null_mut(),
-            tail: ptr::null_mut(),
             len: 0,
         }
     }
@@ -129,9 +127,6 @@ impl Chain {
     pub unsafe fn push(&mut self, b: *mut Block) {
         // SAFETY: caller owns b.
         unsafe { Block::set_next(b, self.head) };
-        if self.head.is_null() {
-            self.tail = b;
-        }
         self.head = b;
         self.len += 1;
     }
@@ -148,9 +143,6 @@ impl Chain {
         }
         // SAFETY: b is the chain's first block.
         self.head = unsafe { Block::next(b) };
-        if self.head.is_null() {
-            self.tail = ptr::null_mut();
-        }
         self.len -= 1;
         Some(b)
     }

@@ -87,7 +87,7 @@ impl SmallBackend for BoxBackend {
             unsafe { free_local(heap, s, p.cast()) };
         } else {
             // SAFETY: the block is given up by the caller.
-            unsafe { remote::push(s, p.cast(), p.cast()) };
+            unsafe { remote::push(s, p.cast(), p.cast(), 1) };
             count_remote_frees(heap, 1);
         }
     }
@@ -123,6 +123,7 @@ impl SmallBackend for BoxBackend {
         let me = owner_id(heap);
         let mut group: *mut SlabMeta = ptr::null_mut();
         let (mut g_head, mut g_tail) = (ptr::null_mut::<Block>(), ptr::null_mut::<Block>());
+        let mut g_len = 0;
         let mut remote_blocks = 0;
         let mut b = chain.head;
         while !b.is_null() {
@@ -140,24 +141,26 @@ impl SmallBackend for BoxBackend {
                 unsafe { free_local(heap, s, b) };
             } else if s == group {
                 remote_blocks += 1;
+                g_len += 1;
                 // SAFETY: b is ours to link; the group is being built.
                 unsafe { Block::set_next(g_tail, b) };
                 g_tail = b;
             } else {
                 if !group.is_null() {
                     // SAFETY: the group's blocks belong to `group`.
-                    unsafe { remote::push(group, g_head, g_tail) };
+                    unsafe { remote::push(group, g_head, g_tail, g_len) };
                 }
                 group = s;
                 g_head = b;
                 g_tail = b;
+                g_len = 1;
                 remote_blocks += 1;
             }
             b = next;
         }
         if !group.is_null() {
             // SAFETY: as above.
-            unsafe { remote::push(group, g_head, g_tail) };
+            unsafe { remote::push(group, g_head, g_tail, g_len) };
         }
         if remote_blocks > 0 {
             count_remote_frees(heap, remote_blocks);

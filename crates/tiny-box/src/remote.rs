@@ -12,6 +12,14 @@
 //!   The owner waits it out before it gives the slab away (abandon) or arms
 //!   it again, so the pending stack never holds a slab the heap lost.
 //!
+//! The top 16 bits count the blocks on the stack: each push adds its chain's
+//! length in the same CAS. So the owner learns how many blocks came back
+//! from the word alone and can take the stack over as its local free list
+//! without walking it. The walk it saves is a chain of cache misses: every
+//! link was last written by another core. (User-space addresses on Linux
+//! fit in 47 bits unless mmap is asked for higher ones, which hakmem never
+//! does; a slab holds at most 8,192 blocks.)
+//!
 //! Freers only push; the owner takes the whole list with one `fetch_and`
 //! that keeps the flags. Pushing and taking-all has no ABA problem.
 
@@ -25,22 +33,32 @@ use crate::slab::{Notify, SlabMeta};
 pub(crate) const NOTIFY: usize = 1;
 pub(crate) const BUSY: usize = 2;
 const FLAGS: usize = NOTIFY | BUSY;
+const COUNT_SHIFT: u32 = 48;
+const ADDRESS: usize = ((1 << COUNT_SHIFT) - 1) & !FLAGS;
 
-/// Pushes the chain `head..=tail` (blocks of `slab`) onto the slab's remote
-/// list, and the slab onto its owner's pending stack if the owner asked to be
-/// notified.
+static_assertions::const_assert!(
+    (hakmem_superslab::SLAB_SIZE / crate::size_class::CLASS_SIZES[0] as usize)
+        < (1 << (usize::BITS - COUNT_SHIFT))
+);
+
+/// Pushes the chain `head..=tail` of `n` blocks of `slab` onto the slab's
+/// remote list, and the slab onto its owner's pending stack if the owner
+/// asked to be notified.
 ///
 /// # Safety
 /// The blocks belong to `slab`, are out of it, and are given up by the
 /// caller. `slab` is live (it is, while it has blocks out).
-pub(crate) unsafe fn push(slab: *mut SlabMeta, head: *mut Block, tail: *mut Block) {
+pub(crate) unsafe fn push(slab: *mut SlabMeta, head: *mut Block, tail: *mut Block, n: usize) {
+    debug_assert_eq!(head as usize & !ADDRESS, 0, "block address above 48 bits");
     // SAFETY: the slab is live; only atomic fields are touched here.
     let s = unsafe { &*slab };
     let mut old = s.remote.load(Ordering::Relaxed);
     loop {
         // SAFETY: the tail block is ours until the CAS publishes it.
-        unsafe { Block::set_next(tail, (old & !FLAGS) as *mut Block) };
-        let mut new = head as usize | (old & FLAGS);
+        unsafe { Block::set_next(tail, (old & ADDRESS) as *mut Block) };
+        // The count cannot overflow: it never exceeds the slab's capacity.
+        let count = (old >> COUNT_SHIFT) + n;
+        let mut new = head as usize | count << COUNT_SHIFT | (old & FLAGS);
         if old & NOTIFY != 0 {
             new = (new & !NOTIFY) | BUSY;
         }
@@ -76,12 +94,23 @@ pub(crate) unsafe fn push(slab: *mut SlabMeta, head: *mut Block, tail: *mut Bloc
 
 /// Moves every remotely freed block onto the local free list; returns how
 /// many there were. Owner only.
+///
+/// With the local list empty (the usual case: the owner collects when it
+/// has run out) the stack becomes the local list as it is, unwalked.
+/// Hardened builds walk it anyway, checking every link and the count.
 pub(crate) fn collect(s: &mut SlabMeta) -> usize {
     if s.remote.load(Ordering::Relaxed) & !FLAGS == 0 {
         return 0;
     }
-    let head = (s.remote.fetch_and(FLAGS, Ordering::Acquire) & !FLAGS) as *mut Block;
-    let mut n = 1;
+    let word = s.remote.fetch_and(FLAGS, Ordering::Acquire);
+    let head = (word & ADDRESS) as *mut Block;
+    let n = word >> COUNT_SHIFT;
+    if s.free.is_null() && !cfg!(feature = "secure") {
+        s.free = head;
+        s.used -= n as u32;
+        return n;
+    }
+    let mut walked = 1;
     let mut tail = head;
     loop {
         // SAFETY: the list was published by Release CASes and is now ours.
@@ -90,8 +119,17 @@ pub(crate) fn collect(s: &mut SlabMeta) -> usize {
             break;
         }
         tail = next;
-        n += 1;
+        walked += 1;
     }
+    #[cfg(feature = "secure")]
+    if walked != n {
+        crate::hardening::corruption(
+            "a remote free list's length differs from its count (block, count):",
+            head as usize,
+            n,
+        );
+    }
+    debug_assert_eq!(walked, n, "remote free list length vs count");
     // SAFETY: the blocks belong to this slab and were counted as used.
     unsafe { s.put_chain(head, tail, n) };
     n
@@ -107,7 +145,7 @@ pub(crate) fn arm(s: &mut SlabMeta) -> bool {
     }
     loop {
         let w = s.remote.load(Ordering::Acquire);
-        if w & !FLAGS != 0 {
+        if w & ADDRESS != 0 {
             // Blocks came back: the slab is not full after all.
             collect(s);
             return false;
@@ -244,7 +282,7 @@ mod loom_models {
                     loom::thread::spawn(move || {
                         let sh = sh;
                         // SAFETY: the block is this thread's to give up.
-                        unsafe { push(sh.0, sh.1, sh.2) };
+                        unsafe { push(sh.0, sh.1, sh.2, 1) };
                     })
                 })
                 .collect();
@@ -283,7 +321,7 @@ mod loom_models {
             let freer = loom::thread::spawn(move || {
                 let sh = sh;
                 // SAFETY: the block is this thread's to give up.
-                unsafe { push(sh.0, sh.1, sh.2) };
+                unsafe { push(sh.0, sh.1, sh.2, 1) };
             });
             // Meanwhile the owner gives the slab up, as abandon does:
             // disarm, then take what the pending stack brings.
@@ -339,7 +377,7 @@ mod loom_models {
             let freer = loom::thread::spawn(move || {
                 let sh = sh;
                 // SAFETY: the block is this thread's to give up.
-                unsafe { push(sh.0, sh.1, sh.2) };
+                unsafe { push(sh.0, sh.1, sh.2, 1) };
             });
             // The adopter takes the slab over, as `adopt` does: owner, then
             // collect; nothing local, so it arms a notification.
@@ -375,5 +413,102 @@ mod loom_models {
             assert_eq!(got, 1);
             assert_eq!(m.used, 0);
         });
+    }
+}
+
+/// The count in the remote word, and the owner's use of it (plain threads;
+/// the races are loom's above).
+#[cfg(all(test, not(loom)))]
+mod counted_stack {
+    extern crate std;
+
+    use std::collections::BTreeSet;
+    use std::vec::Vec;
+
+    use core::ptr;
+
+    use super::{collect, push};
+    use crate::block::{Block, Chain};
+    use crate::slab::{new_slab, release_slab, SlabMeta};
+
+    const CLASS: usize = 4; // 64 B blocks, 1,024 a slab
+
+    fn take(m: &mut SlabMeta, max: usize) -> Vec<*mut Block> {
+        let mut out = Chain::new();
+        m.take_into(&mut out, max);
+        let mut blocks = Vec::new();
+        // SAFETY: the chain was just linked by take_into and is ours.
+        while let Some(b) = unsafe { out.pop() } {
+            blocks.push(b);
+        }
+        blocks
+    }
+
+    /// Pushes `blocks` as one chain, the way a drain does.
+    fn push_chain(s: *mut SlabMeta, blocks: &[*mut Block]) {
+        for pair in blocks.windows(2) {
+            // SAFETY: the blocks are out of the slab and ours.
+            unsafe { Block::set_next(pair[0], pair[1]) };
+        }
+        // SAFETY: as above; they belong to `s`.
+        unsafe { push(s, blocks[0], blocks[blocks.len() - 1], blocks.len()) };
+    }
+
+    fn set(blocks: &[*mut Block]) -> BTreeSet<usize> {
+        blocks.iter().map(|&b| b as usize).collect()
+    }
+
+    #[test]
+    fn the_owner_takes_back_exactly_what_was_pushed() {
+        let s = new_slab(CLASS, ptr::null_mut()).expect("a slab");
+        // SAFETY: the slab is this test's alone.
+        let m = unsafe { &mut *s };
+        let out = take(m, 100);
+        assert_eq!(out.len(), 100);
+        assert_eq!(m.used, 100);
+
+        // Three chains come back from "other threads": 1 + 7 + 30 blocks.
+        push_chain(s, &out[0..1]);
+        push_chain(s, &out[1..8]);
+        push_chain(s, &out[8..38]);
+        assert_eq!(collect(m), 38, "the count travels in the word");
+        assert_eq!(m.used, 62);
+        assert_eq!(collect(m), 0);
+
+        // An empty `out` takes the whole list (38), then fresh blocks.
+        let again = take(m, 64);
+        assert_eq!(again.len(), 64);
+        assert!(set(&again).is_superset(&set(&out[0..38])));
+        assert_eq!(m.used, 126);
+
+        // With local blocks left, a collect appends; a small take cuts.
+        push_chain(s, &again[0..20]);
+        assert_eq!(collect(m), 20);
+        push_chain(s, &again[20..30]);
+        assert_eq!(collect(m), 10, "collect onto a non-empty local list");
+        assert_eq!(m.used, 96);
+        let part = take(m, 25);
+        assert_eq!(part.len(), 25);
+        let rest = take(m, 5);
+        assert_eq!(rest.len(), 5);
+        assert_eq!(
+            set(&part)
+                .union(&set(&rest))
+                .copied()
+                .collect::<BTreeSet<_>>(),
+            set(&again[0..30]),
+            "the 30 blocks that came back, each once"
+        );
+        assert!(m.free.is_null());
+        assert_eq!(m.used, 126);
+
+        // Everything back; the slab is empty again.
+        for chunk in [&out[38..], &again[30..], &part[..], &rest[..]] {
+            push_chain(s, chunk);
+        }
+        assert_eq!(collect(m), 126);
+        assert_eq!(m.used, 0);
+        // SAFETY: empty, on no list, ours.
+        unsafe { release_slab(s) };
     }
 }
