@@ -15,11 +15,11 @@ use os::PAGE_SIZE;
 const HUGE_MAGIC: usize = 0x6861_6b6d_4855_4745; // "hakmHUGE"
 
 /// Freed huge mappings kept for reuse.
-const CACHE_SLOTS: usize = 8;
+const CACHE_SLOTS: usize = 32;
 /// A mapping larger than this is never cached.
 const CACHE_MAX_MAPPING: usize = 32 << 20;
 /// Total bytes the cache may hold.
-const CACHE_MAX_TOTAL: usize = 64 << 20;
+const CACHE_MAX_TOTAL: usize = 256 << 20;
 
 #[repr(C)]
 struct HugeHeader {
@@ -54,6 +54,8 @@ impl HugeRef {
 struct Cache {
     slots: [(usize, usize); CACHE_SLOTS],
     total: usize,
+    /// Bit i set: slot i was already cached at the last decay pass.
+    aged: u32,
 }
 
 struct Shared {
@@ -69,6 +71,7 @@ static SHARED: Shared = Shared {
     cache: core::cell::UnsafeCell::new(Cache {
         slots: [(0, 0); CACHE_SLOTS],
         total: 0,
+        aged: 0,
     }),
 };
 
@@ -101,6 +104,7 @@ fn layout_for(size: usize, align: usize) -> Option<(usize, usize)> {
 /// Maps a huge block of at least `size` bytes aligned to `align` (a power of
 /// two). Err when the size cannot be represented or the OS refuses.
 pub fn alloc(size: usize, align: usize) -> Result<HugeGrant, OutOfMemory> {
+    crate::pool::decay();
     let (offset, len) = layout_for(size, align).ok_or(OutOfMemory)?;
     if offset == PAGE_SIZE {
         if let Some(base) = cache_take(len) {
@@ -166,6 +170,7 @@ fn cache_take(len: usize) -> Option<*mut u8> {
         best.map(|i| {
             let (base, l) = c.slots[i];
             c.slots[i] = (0, 0);
+            c.aged &= !(1 << i);
             c.total -= l;
             base as *mut u8
         })
@@ -200,20 +205,23 @@ pub unsafe fn free(block: HugeRef) {
             if c.total + len > CACHE_MAX_TOTAL {
                 return false;
             }
-            match c.slots.iter_mut().find(|s| s.0 == 0) {
-                Some(slot) => {
-                    *slot = (h as usize, len);
+            match c.slots.iter().position(|s| s.0 == 0) {
+                Some(i) => {
+                    c.slots[i] = (h as usize, len);
+                    c.aged &= !(1 << i);
                     c.total += len;
                     true
                 }
                 None => false,
             }
         });
-        if cached {
-            return;
+        if !cached {
+            unmap(h.cast(), len);
         }
+    } else {
+        unmap(h.cast(), len);
     }
-    unmap(h.cast(), len);
+    crate::pool::decay();
 }
 
 fn unmap(base: *mut u8, len: usize) {
@@ -227,11 +235,39 @@ fn unmap(base: *mut u8, len: usize) {
 
 /// Gives every cached huge mapping back to the OS.
 pub fn release_cached() {
+    release_where(|_| u32::MAX);
+}
+
+/// A decay pass (see [`crate::pool::decay`]): mappings that were already
+/// cached at the previous pass go back to the OS; the rest are marked.
+pub(crate) fn decay() {
+    release_where(|c| {
+        let occupied = c
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.0 != 0)
+            .fold(0u32, |m, (i, _)| m | 1 << i);
+        let old = c.aged & occupied;
+        c.aged = occupied & !old;
+        old
+    });
+}
+
+/// Takes the slots `pick` names (a mask, or all) out of the cache under the
+/// lock and unmaps them after it.
+fn release_where(pick: impl FnOnce(&mut Cache) -> u32) {
     let mut taken = [(0usize, 0usize); CACHE_SLOTS];
     with_cache(|c| {
-        taken = c.slots;
-        c.slots = [(0, 0); CACHE_SLOTS];
-        c.total = 0;
+        let mask = pick(c);
+        for (i, slot) in c.slots.iter_mut().enumerate() {
+            if mask & 1 << i != 0 && slot.0 != 0 {
+                taken[i] = *slot;
+                c.total -= slot.1;
+                *slot = (0, 0);
+            }
+        }
+        c.aged &= !mask;
     });
     for (base, len) in taken {
         if base != 0 {

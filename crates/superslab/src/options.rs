@@ -31,11 +31,16 @@ pub struct Options {
     /// `HAKMEM_FAST_MAX_BATCH`: the most blocks in one refill (a list's
     /// bound is two batches).
     pub fast_max_batch: usize,
-    /// `HAKMEM_PURGE_THRESHOLD`: bytes of free slabs kept resident before
-    /// freed slabs are purged with `MADV_DONTNEED`.
+    /// `HAKMEM_PURGE_THRESHOLD`: the most bytes of free slabs kept
+    /// resident at any moment; past it, freed slabs are purged with
+    /// `MADV_DONTNEED` at once.
     pub purge_threshold_bytes: usize,
+    /// `HAKMEM_PURGE_DELAY_MS`: free slabs and cached huge mappings unused
+    /// for between one and two of these periods go back to the OS, on the
+    /// allocator's next slow-path call. 0: purge at every such call.
+    pub purge_delay_ms: usize,
     /// `HAKMEM_RETAINED_REGIONS`: empty 2 MiB regions always kept mapped
-    /// (a bigger heap keeps up to one per eight live regions).
+    /// (a bigger heap keeps up to one per four live regions).
     pub retained_regions: usize,
 }
 
@@ -46,7 +51,8 @@ pub const DEFAULTS: Options = Options {
     fast_stats: false,
     fast_batch_bytes: 8 << 10,
     fast_max_batch: 64,
-    purge_threshold_bytes: 16 << 20,
+    purge_threshold_bytes: 64 << 20,
+    purge_delay_ms: 100,
     retained_regions: 2,
 };
 
@@ -186,6 +192,13 @@ fn parse() -> Options {
             0,
             1 << 40,
             "a number of bytes",
+        ),
+        purge_delay_ms: number(
+            c"HAKMEM_PURGE_DELAY_MS",
+            d.purge_delay_ms,
+            0,
+            3_600_000,
+            "a number of milliseconds from 0 to 3600000",
         ),
         retained_regions: number(
             c"HAKMEM_RETAINED_REGIONS",

@@ -99,6 +99,18 @@ pub fn purge(p: *mut u8, len: usize) {
     }
 }
 
+/// Milliseconds on a coarse monotonic clock (a few ms of resolution; read
+/// from the vDSO, no system call): enough to age free memory by.
+pub fn now_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
 /// Turns a range into an inaccessible guard (used by hardened builds).
 pub fn protect_none(p: *mut u8, len: usize) -> bool {
     // SAFETY: the range is a page-aligned part of one of our own mappings

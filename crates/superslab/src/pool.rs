@@ -6,6 +6,7 @@
 //! per small allocation.
 
 use core::ptr;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::region::{RegionHeader, SlabRef, SlabState, HEADER_BYTES, REGION_MAGIC, USABLE_MASK};
 use crate::registry::{self, ChunkKind};
@@ -18,21 +19,31 @@ use crate::{lock::RawLock, os, OutOfMemory, CHUNK_SIZE, SLAB_SHIFT, SLAB_SIZE};
 pub const RETAINED_EMPTY_REGIONS: usize = crate::options::DEFAULTS.retained_regions;
 
 /// A bigger heap keeps up to one empty region per this many live regions
-/// (25%), so a workload cycling large blocks through many regions does not
-/// unmap and map them again all the time. (At 8, the `mixed` bench mapped
-/// and unmapped ~600 regions a second; at 4, ~70.) Retained regions cost
-/// address space, not memory: their free slabs count against the purge
-/// threshold like any other.
+/// (25%) for good, so a workload cycling large blocks through many regions
+/// does not unmap and map them again all the time. (At 8, the `mixed` bench
+/// mapped and unmapped ~600 regions a second; at 4, ~70.) Retained regions
+/// cost address space, not memory: their free slabs age and are purged
+/// like any other.
 pub const RETAINED_PER_LIVE_REGIONS: usize = 4;
 
-/// How many empty regions may stay mapped now.
+/// How many empty regions may stay mapped for good.
 fn retention_limit() -> usize {
-    let live = COUNTERS
-        .regions_live
-        .load(core::sync::atomic::Ordering::Relaxed);
+    retention_limit_for(COUNTERS.regions_live.load(Ordering::Relaxed))
+}
+
+fn retention_limit_for(live_regions: usize) -> usize {
     crate::options::get()
         .retained_regions
-        .max(live / RETAINED_PER_LIVE_REGIONS)
+        .max(live_regions / RETAINED_PER_LIVE_REGIONS)
+}
+
+/// How many empty regions may stay mapped until the next decay pass: one
+/// per live region. A region that empties beyond the retention limit but
+/// within this one waits a pass (it may be wanted again at once: `mixed`
+/// emptied and refilled ~170 regions a second); a region beyond it goes
+/// back at once.
+fn burst_limit() -> usize {
+    retention_limit().max(COUNTERS.regions_live.load(Ordering::Relaxed))
 }
 
 /// Free resident slabs allowed before freed slabs are purged.
@@ -40,13 +51,17 @@ fn dirty_slab_limit() -> usize {
     crate::options::get().purge_threshold_bytes / SLAB_SIZE
 }
 
-/// Free-but-dirty slabs allowed across all regions before freed slabs are
-/// purged (made non-resident) at once. 256 slabs = 16 MiB: enough that a
-/// workload cycling large blocks reuses resident memory instead of paying a
-/// `madvise` and fresh page faults for every block, small enough that RSS
-/// stays within 16 MiB of the live set plus the retained regions. This is
-/// the default; the option `HAKMEM_PURGE_THRESHOLD` sets it in bytes.
+/// Free-but-dirty slabs allowed across all regions at any moment; a slab
+/// freed beyond it is purged (made non-resident) at once. 1,024 slabs =
+/// 64 MiB. Below it, free slabs age instead: a decay pass (see [`decay`])
+/// purges those that stayed free and dirty from one pass to the next, so a
+/// workload cycling large blocks reuses resident memory, and a heap that
+/// shrank gives it back within two purge delays. This is the default; the
+/// option `HAKMEM_PURGE_THRESHOLD` sets it in bytes.
 pub const DIRTY_SLAB_LIMIT: usize = crate::options::DEFAULTS.purge_threshold_bytes / SLAB_SIZE;
+
+/// Regions one decay pass purges slabs of; more wait for the next pass.
+const DECAY_BATCH: usize = 32;
 
 const LIST_NONE: u8 = 0;
 const LIST_PARTIAL: u8 = 1;
@@ -261,6 +276,7 @@ pub fn alloc_run(n: usize) -> Result<Grant, OutOfMemory> {
 
 fn grant(n: usize, use_: Use) -> Result<Grant, OutOfMemory> {
     debug_assert!((1..=crate::MAX_RUN_SLABS).contains(&n));
+    decay();
     let found = with_pool(|st| {
         // Runs go on resident (dirty) free slabs first: reusing them costs
         // nothing, while a clean fit costs page faults now and leaves the
@@ -316,6 +332,8 @@ unsafe fn take(
     let reg = unsafe { &mut *r };
     debug_assert_eq!(reg.free_mask & bits, bits);
     reg.free_mask &= !bits;
+    reg.aged_mask &= !bits;
+    reg.empty_aged = false;
     let zeroed = reg.clean_mask & bits == bits;
     let dirty_taken = (!reg.clean_mask & bits).count_ones() as usize;
     st.dirty_free_slabs = st.dirty_free_slabs.saturating_sub(dirty_taken);
@@ -358,8 +376,7 @@ pub unsafe fn free_run(slab: SlabRef) {
         os::purge(slab.base(), n << SLAB_SHIFT);
         stats::add(&COUNTERS.slabs_purged, n);
     }
-    let mut to_unmap = [ptr::null_mut(); 2];
-    with_pool(|st| {
+    let to_unmap = with_pool(|st| {
         for i in 0..n {
             // SAFETY: the run lies inside the region (it was handed out so).
             unsafe { SlabRef::from_parts(r, start + i) }.set_state(SlabState::empty());
@@ -369,35 +386,167 @@ pub unsafe fn free_run(slab: SlabRef) {
         } else {
             stats::sub(&COUNTERS.runs_in_use, 1);
         }
-        let bits = run_mask(start, n);
-        // SAFETY: lock held; the region is live while any of its slabs is used.
-        let reg = unsafe { &mut *r };
-        reg.free_mask |= bits;
-        if purge {
-            reg.clean_mask |= bits;
-        } else {
+        if !purge {
             st.dirty_free_slabs += n;
         }
-        // SAFETY: lock held, r live.
-        unsafe { relist(st, r) };
-        if reg.list == LIST_EMPTY {
-            // The limit follows the heap's size: when the heap has shrunk,
-            // regions retained while it was big go too (two a call, which
-            // keeps up with one new empty region a call).
-            for slot in &mut to_unmap {
-                if st.empty_count <= retention_limit() {
-                    break;
-                }
-                // SAFETY: lock held; the empty list is not empty.
-                *slot = unsafe { take_empty(st) };
-            }
-        }
+        // SAFETY: lock held; the region is live while any of its slabs is used.
+        unsafe { publish_free(st, r, run_mask(start, n), purge) }
     });
-    for region in to_unmap {
+    unmap_all(to_unmap);
+    decay();
+}
+
+/// Sets `bits` of `r` free (and clean, if `clean`), relists the region and,
+/// when that left too many empty regions, takes the excess off the lists
+/// for the caller to unmap after releasing the lock.
+///
+/// # Safety
+/// The pool lock is held, `r` is live and the slabs of `bits` are out of
+/// every hand.
+unsafe fn publish_free(
+    st: &mut PoolState,
+    r: *mut RegionHeader,
+    bits: u32,
+    clean: bool,
+) -> [*mut RegionHeader; 2] {
+    let mut to_unmap = [ptr::null_mut(); 2];
+    // SAFETY: caller's contract.
+    let reg = unsafe { &mut *r };
+    reg.free_mask |= bits;
+    if clean {
+        reg.clean_mask |= bits;
+    }
+    // SAFETY: caller's contract.
+    unsafe { relist(st, r) };
+    if reg.list == LIST_EMPTY {
+        // The limit follows the heap's size: when the heap has shrunk,
+        // regions retained while it was big go too (two a call, which
+        // keeps up with one new empty region a call).
+        for slot in &mut to_unmap {
+            if st.empty_count <= burst_limit() {
+                break;
+            }
+            // SAFETY: lock held; the empty list is not empty.
+            *slot = unsafe { take_empty(st) };
+        }
+    }
+    to_unmap
+}
+
+fn unmap_all(regions: [*mut RegionHeader; 2]) {
+    for region in regions {
         if !region.is_null() {
             // Off every list under the lock: nobody can take from it any more.
             unmap_region(region);
         }
+    }
+}
+
+/// The coarse-clock time (ms) at which the next decay pass is due.
+static NEXT_DECAY_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Runs a decay pass if one is due: free slabs that were free and dirty at
+/// the previous pass and have not been taken since are purged; the ones
+/// free and dirty now are marked to go at the next pass. So a slab goes
+/// back to the OS between one and two purge delays after it was freed, if
+/// nobody wanted it meanwhile. No background thread: passes run on the
+/// pool's slow paths (a slab or large block taken or given back) and on
+/// the huge cache's, and cost one clock read when none is due.
+pub fn decay() {
+    let now = os::now_ms();
+    let due = NEXT_DECAY_MS.load(Ordering::Relaxed);
+    if now < due {
+        return;
+    }
+    let next = now + crate::options::get().purge_delay_ms as u64;
+    if NEXT_DECAY_MS
+        .compare_exchange(due, next, Ordering::Relaxed, Ordering::Relaxed)
+        .is_err()
+    {
+        return; // another thread runs this pass
+    }
+    crate::huge::decay();
+    purge_aged();
+}
+
+/// One decay pass over the pool's regions.
+fn purge_aged() {
+    let mut ripe = [(ptr::null_mut::<RegionHeader>(), 0u32); DECAY_BATCH];
+    let mut count = 0;
+    let mut idle = [ptr::null_mut::<RegionHeader>(); DECAY_BATCH];
+    with_pool(|st| {
+        // Empty regions beyond the retention limit that stayed empty since
+        // the last pass go back to the OS.
+        let live = COUNTERS.regions_live.load(Ordering::Relaxed);
+        let mut r = st.empty;
+        let mut n_idle = 0;
+        while !r.is_null() {
+            // SAFETY: list members are live regions; lock held.
+            let reg = unsafe { &mut *r };
+            let next = reg.next;
+            if reg.empty_aged
+                && n_idle < DECAY_BATCH
+                && st.empty_count > retention_limit_for(live - n_idle)
+            {
+                // SAFETY: lock held; r is on the empty list.
+                unsafe { take_off_empty(st, r) };
+                idle[n_idle] = r;
+                n_idle += 1;
+            } else {
+                reg.empty_aged = true;
+            }
+            r = next;
+        }
+        for head in [st.partial, st.empty] {
+            let mut r = head;
+            while !r.is_null() {
+                // SAFETY: list members are live regions; lock held.
+                let reg = unsafe { &mut *r };
+                let dirty = reg.free_mask & !reg.clean_mask;
+                let old = reg.aged_mask & dirty;
+                if old != 0 && count < DECAY_BATCH {
+                    ripe[count] = (r, old);
+                    count += 1;
+                    reg.aged_mask = dirty & !old;
+                } else {
+                    reg.aged_mask = dirty;
+                }
+                r = reg.next;
+            }
+        }
+        // Hide the ripe slabs from `grant` while they are purged outside
+        // the lock: a slab taken meanwhile would have live data zeroed.
+        for &(r, bits) in &ripe[..count] {
+            // SAFETY: lock held; r was listed, so live.
+            let reg = unsafe { &mut *r };
+            reg.free_mask &= !bits;
+            st.dirty_free_slabs = st
+                .dirty_free_slabs
+                .saturating_sub(bits.count_ones() as usize);
+            // SAFETY: as above. A region losing free slabs is not empty,
+            // so it cannot be unmapped until they are published again.
+            unsafe { relist(st, r) };
+        }
+    });
+    for r in idle.into_iter().take_while(|r| !r.is_null()) {
+        // Off every list under the lock: nobody can take from it any more.
+        unmap_region(r);
+    }
+    for &(r, bits) in &ripe[..count] {
+        let mut rest = bits;
+        while rest != 0 {
+            let start = rest.trailing_zeros();
+            let len = (rest >> start).trailing_ones();
+            // SAFETY: the slabs lie inside the live region r.
+            let base = unsafe { SlabRef::from_parts(r, start as usize) }.base();
+            os::purge(base, (len as usize) << SLAB_SHIFT);
+            stats::add(&COUNTERS.slabs_purged, len as usize);
+            rest &= !run_mask(start as usize, len as usize);
+        }
+        // SAFETY: lock held inside; r is live (its hidden slabs kept it off
+        // the empty list) and the slabs are out of every hand.
+        let to_unmap = with_pool(|st| unsafe { publish_free(st, r, bits, true) });
+        unmap_all(to_unmap);
     }
 }
 
@@ -407,14 +556,24 @@ pub unsafe fn free_run(slab: SlabRef) {
 /// The pool lock is held and the empty list is not empty.
 unsafe fn take_empty(st: &mut PoolState) -> *mut RegionHeader {
     let r = st.empty;
-    // SAFETY: the caller's contract: r heads the empty list.
+    // SAFETY: the caller's contract.
+    unsafe { take_off_empty(st, r) };
+    r
+}
+
+/// Takes `r` off the empty list, for unmapping; its dirty slabs stop
+/// counting.
+///
+/// # Safety
+/// The pool lock is held and `r` is on the empty list.
+unsafe fn take_off_empty(st: &mut PoolState, r: *mut RegionHeader) {
+    // SAFETY: the caller's contract.
     unsafe { unlink(st, r) };
     // SAFETY: as above: r is live.
     let clean = unsafe { (*r).clean_mask };
     st.dirty_free_slabs = st
         .dirty_free_slabs
         .saturating_sub((USABLE_MASK & !clean).count_ones() as usize);
-    r
 }
 
 /// Unmaps every retained empty region (the `malloc_trim` of this layer).

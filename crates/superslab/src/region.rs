@@ -68,6 +68,12 @@ pub(crate) struct RegionHeader {
     /// Bit i set: slab i has not been written since it was mapped or purged,
     /// so it reads as zero (pool lock).
     pub(crate) clean_mask: u32,
+    /// Bit i set: slab i was free and dirty at the last decay pass and has
+    /// not been taken since; the next pass purges it (pool lock).
+    pub(crate) aged_mask: u32,
+    /// The region was empty at the last decay pass and no slab of it has
+    /// been taken since (pool lock).
+    pub(crate) empty_aged: bool,
     /// Which list the region is on (pool lock).
     pub(crate) list: u8,
     pub(crate) slabs: [SlabRecord; SLABS_PER_REGION],

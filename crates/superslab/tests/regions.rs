@@ -99,14 +99,20 @@ fn empty_regions_are_kept_up_to_the_retention_limit() {
     let _g = serial();
     settle();
     let base = superslab::stats();
-    // Fill several regions completely, then free everything: at most the
-    // retention limit stays mapped until trim.
+    // Fill several regions completely, then free everything: the empty
+    // regions wait one decay pass (they may be wanted again at once), then
+    // at most the retention limit stays mapped until trim.
     let slabs: Vec<_> = (0..4 * MAX_RUN_SLABS)
         .map(|_| superslab::alloc_slab().unwrap().slab)
         .collect();
     for s in &slabs {
         // SAFETY: handed out above.
         unsafe { superslab::free_run(*s) };
+    }
+    let delay = superslab::options::get().purge_delay_ms as u64;
+    for _ in 0..2 {
+        std::thread::sleep(std::time::Duration::from_millis(delay + delay / 2 + 5));
+        superslab::pool::decay();
     }
     let s = superslab::stats();
     assert!(s.regions_retained <= superslab::pool::RETAINED_EMPTY_REGIONS);
