@@ -26,11 +26,8 @@ pub const RETAINED_EMPTY_REGIONS: usize = crate::options::DEFAULTS.retained_regi
 /// like any other.
 pub const RETAINED_PER_LIVE_REGIONS: usize = 4;
 
-/// How many empty regions may stay mapped for good.
-fn retention_limit() -> usize {
-    retention_limit_for(COUNTERS.regions_live.load(Ordering::Relaxed))
-}
-
+/// How many empty regions may stay mapped for good, with `live_regions`
+/// mapped.
 fn retention_limit_for(live_regions: usize) -> usize {
     crate::options::get()
         .retained_regions
@@ -38,12 +35,13 @@ fn retention_limit_for(live_regions: usize) -> usize {
 }
 
 /// How many empty regions may stay mapped until the next decay pass: one
-/// per live region. A region that empties beyond the retention limit but
+/// per region in use. A region that empties beyond the retention limit but
 /// within this one waits a pass (it may be wanted again at once: `mixed`
 /// emptied and refilled ~170 regions a second); a region beyond it goes
 /// back at once.
-fn burst_limit() -> usize {
-    retention_limit().max(COUNTERS.regions_live.load(Ordering::Relaxed))
+fn burst_limit(st: &PoolState) -> usize {
+    let live = COUNTERS.regions_live.load(Ordering::Relaxed);
+    retention_limit_for(live).max(live.saturating_sub(st.empty_count))
 }
 
 /// Free resident slabs allowed before freed slabs are purged.
@@ -423,7 +421,7 @@ unsafe fn publish_free(
         // regions retained while it was big go too (two a call, which
         // keeps up with one new empty region a call).
         for slot in &mut to_unmap {
-            if st.empty_count <= burst_limit() {
+            if st.empty_count <= burst_limit(st) {
                 break;
             }
             // SAFETY: lock held; the empty list is not empty.

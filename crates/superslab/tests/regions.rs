@@ -109,6 +109,15 @@ fn empty_regions_are_kept_up_to_the_retention_limit() {
         // SAFETY: handed out above.
         unsafe { superslab::free_run(*s) };
     }
+    // At once: no more empty regions than regions in use (or the
+    // retention limit), whatever the decay passes do later.
+    let s = superslab::stats();
+    let in_use = s.regions_live - s.regions_retained;
+    assert!(
+        s.regions_retained <= in_use.max(superslab::pool::RETAINED_EMPTY_REGIONS),
+        "{} empty regions kept with {in_use} in use",
+        s.regions_retained
+    );
     let delay = superslab::options::get().purge_delay_ms as u64;
     for _ in 0..2 {
         std::thread::sleep(std::time::Duration::from_millis(delay + delay / 2 + 5));
