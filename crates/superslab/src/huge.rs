@@ -200,25 +200,21 @@ pub unsafe fn free(block: HugeRef) {
     // SAFETY: the block is live, so its header is mapped.
     let (len, offset) = unsafe { ((*h).map_len, (*h).offset) };
     stats::sub(&COUNTERS.huge_in_use, 1);
-    if offset == PAGE_SIZE && len <= CACHE_MAX_MAPPING {
-        let cached = with_cache(|c| {
-            if c.total + len > CACHE_MAX_TOTAL {
-                return false;
-            }
-            match c.slots.iter().position(|s| s.0 == 0) {
-                Some(i) => {
+    let cached = offset == PAGE_SIZE
+        && len <= CACHE_MAX_MAPPING
+        && with_cache(|c| {
+            let free_slot = c.slots.iter().position(|s| s.0 == 0);
+            match free_slot {
+                Some(i) if c.total + len <= CACHE_MAX_TOTAL => {
                     c.slots[i] = (h as usize, len);
                     c.aged &= !(1 << i);
                     c.total += len;
                     true
                 }
-                None => false,
+                _ => false,
             }
         });
-        if !cached {
-            unmap(h.cast(), len);
-        }
-    } else {
+    if !cached {
         unmap(h.cast(), len);
     }
     crate::pool::decay();

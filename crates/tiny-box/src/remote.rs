@@ -99,7 +99,7 @@ pub(crate) unsafe fn push(slab: *mut SlabMeta, head: *mut Block, tail: *mut Bloc
 /// has run out) the stack becomes the local list as it is, unwalked.
 /// Hardened builds walk it anyway, checking every link and the count.
 pub(crate) fn collect(s: &mut SlabMeta) -> usize {
-    if s.remote.load(Ordering::Relaxed) & !FLAGS == 0 {
+    if s.remote.load(Ordering::Relaxed) & ADDRESS == 0 {
         return 0;
     }
     let word = s.remote.fetch_and(FLAGS, Ordering::Acquire);
