@@ -18,6 +18,13 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Waits past the purge delay and runs a decay pass (it is due by then).
+fn decay_pass() {
+    let delay = superslab::options::get().purge_delay_ms as u64;
+    std::thread::sleep(std::time::Duration::from_millis(delay + delay / 2 + 5));
+    superslab::pool::decay();
+}
+
 fn fill(s: SlabRef, n: usize, byte: u8) {
     // SAFETY: the run of n slabs is ours.
     unsafe { std::ptr::write_bytes(s.base(), byte, n * SLAB_SIZE) };
@@ -118,11 +125,8 @@ fn empty_regions_are_kept_up_to_the_retention_limit() {
         "{} empty regions kept with {in_use} in use",
         s.regions_retained
     );
-    let delay = superslab::options::get().purge_delay_ms as u64;
-    for _ in 0..2 {
-        std::thread::sleep(std::time::Duration::from_millis(delay + delay / 2 + 5));
-        superslab::pool::decay();
-    }
+    decay_pass();
+    decay_pass();
     let s = superslab::stats();
     assert!(s.regions_retained <= superslab::pool::RETAINED_EMPTY_REGIONS);
     assert!(s.regions_live <= base.regions_live + superslab::pool::RETAINED_EMPTY_REGIONS);
@@ -141,6 +145,50 @@ fn empty_regions_are_kept_up_to_the_retention_limit() {
     );
     settle();
     assert_eq!(superslab::stats().regions_retained, 0);
+}
+
+#[test]
+fn empty_regions_within_the_burst_limit_go_after_a_whole_decay_pass() {
+    let _g = serial();
+    settle();
+    let base = superslab::stats();
+    decay_pass(); // the next pass is due one delay from now
+                  // Ten full regions; then six keep one slab each and four are emptied.
+    let mut by_region: BTreeMap<usize, Vec<SlabRef>> = BTreeMap::new();
+    for _ in 0..10 * MAX_RUN_SLABS {
+        let s = superslab::alloc_slab().unwrap().slab;
+        by_region
+            .entry(s.base() as usize / CHUNK_SIZE)
+            .or_default()
+            .push(s);
+    }
+    assert_eq!(by_region.len(), 10);
+    let mut kept = Vec::new();
+    for (i, slabs) in by_region.values().enumerate() {
+        for (k, s) in slabs.iter().enumerate() {
+            if i < 6 && k == 0 {
+                kept.push(*s);
+            } else {
+                // SAFETY: handed out above, given back once.
+                unsafe { superslab::free_run(*s) };
+            }
+        }
+    }
+    let retained = || superslab::stats().regions_retained - base.regions_retained;
+    assert_eq!(retained(), 4, "within one per region in use: kept a pass");
+    decay_pass();
+    assert_eq!(retained(), 4, "empty since the last pass only");
+    decay_pass();
+    assert_eq!(
+        retained(),
+        superslab::pool::RETAINED_EMPTY_REGIONS,
+        "empty over a whole pass: down to the retention limit"
+    );
+    for s in kept {
+        // SAFETY: handed out above, given back once.
+        unsafe { superslab::free_run(s) };
+    }
+    settle();
 }
 
 #[test]
