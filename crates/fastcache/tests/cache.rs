@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 use std::thread;
 
-use hakmem_fastcache::{batch_of, bound_of, cached_counts, flush_thread};
+use hakmem_fastcache::{batch_of, bound_of, cached_counts, first_batch_of, flush_thread};
 use hakmem_tiny_box::{class_size, SelectedBackend, SmallBackend, NUM_CLASSES};
 use proptest::prelude::*;
 
@@ -31,17 +31,50 @@ fn give_back_everything() {
 }
 
 #[test]
-fn first_allocation_refills_one_batch_through_tiny_box() {
+fn first_allocation_refills_one_small_batch_through_tiny_box() {
     let _g = serial();
     thread::spawn(|| {
         for class in [0, 7, 30, NUM_CLASSES - 1] {
             let p = hakmem_fastcache::alloc(class);
             assert!(!p.is_null());
-            // One refill of one batch: the rest of it is now cached.
-            assert_eq!(cached_counts()[class] as usize, batch_of(class) - 1);
+            // One refill of the first (slow-start) batch: the rest of it
+            // is now cached.
+            let first = first_batch_of(class);
+            assert!(first <= batch_of(class));
+            assert_eq!(cached_counts()[class] as usize, first - 1);
             // SAFETY: a live block of this class.
             unsafe { hakmem_fastcache::free(p, class) };
-            assert_eq!(cached_counts()[class] as usize, batch_of(class));
+            assert_eq!(cached_counts()[class] as usize, first);
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn refills_double_from_the_first_batch_up_to_the_full_batch() {
+    let _g = serial();
+    thread::spawn(|| {
+        let class = 4; // 64 B: a full batch of 64, a first batch of 8
+        assert!(first_batch_of(class) < batch_of(class));
+        let mut blocks = Vec::new();
+        let mut want = first_batch_of(class);
+        let mut sizes = Vec::new();
+        for _ in 0..6 {
+            // Empty the list, then one allocation refills it.
+            while cached_counts()[class] > 0 {
+                blocks.push(hakmem_fastcache::alloc(class));
+            }
+            blocks.push(hakmem_fastcache::alloc(class));
+            let got = cached_counts()[class] as usize + 1;
+            sizes.push(got);
+            assert_eq!(got, want, "refill sizes so far: {sizes:?}");
+            want = (2 * want).min(batch_of(class));
+        }
+        assert_eq!(*sizes.last().unwrap(), batch_of(class));
+        for p in blocks {
+            // SAFETY: live blocks of this class, freed once.
+            unsafe { hakmem_fastcache::free(p, class) };
         }
     })
     .join()
@@ -188,10 +221,28 @@ fn fast_stats_count_a_known_workload_including_exited_threads() {
     let batch = batch_of(class);
     let bound = bound_of(class);
     assert_eq!(bound, 2 * batch);
+    let n = 3 * batch;
+    // The model: refills from the first batch, doubling up to `batch`,
+    // until n blocks were handed out; then n frees, each push that passes
+    // the bound draining down to what the next refill would bring (by then
+    // the full batch); what is left is flushed when the thread exits.
+    let (mut misses, mut refilled, mut want) = (0, 0, first_batch_of(class));
+    while refilled < n {
+        misses += 1;
+        refilled += want;
+        want = (2 * want).min(batch);
+    }
+    assert_eq!(want, batch, "the model assumes the ramp is over");
+    let (mut cached, mut drains, mut drained) = (refilled - n, 0, 0);
+    for _ in 0..n {
+        cached += 1;
+        if cached > bound {
+            drains += 1;
+            drained += cached - batch;
+            cached = batch;
+        }
+    }
     let before = hakmem_fastcache::class_stats();
-    // Three batches allocated: 3 misses (3 refills of `batch`), the rest
-    // hits. Freed again: the push that passes the bound drains down to one
-    // batch; what is left is flushed when the thread exits.
     thread::spawn(move || {
         let blocks: Vec<*mut u8> = (0..3 * batch)
             .map(|_| hakmem_fastcache::alloc(class))
@@ -204,11 +255,20 @@ fn fast_stats_count_a_known_workload_including_exited_threads() {
     .join()
     .unwrap();
     let after = hakmem_fastcache::class_stats();
-    let n = 3 * batch as u64;
-    let drained = (bound + 1 - batch) as u64;
+    let n = n as u64;
+    let (misses, refilled) = (misses as u64, refilled as u64);
+    let (drains, drained) = (drains as u64, drained as u64);
     assert_eq!(
         delta(&before, &after, class),
-        [n - 3, 3, 3, n, 1, drained, n - drained],
+        [
+            n - misses,
+            misses,
+            misses,
+            refilled,
+            drains,
+            drained,
+            refilled - drained
+        ],
         "[hits, misses, refills, refill_blocks, drains, drain_blocks, exit_flushed]"
     );
 }
