@@ -30,13 +30,25 @@ pub mod threads;
 pub use global::ALLOCATOR;
 
 /// Prints the result line every binary ends with: the workload, the
-/// allocator, `<N> ops/s` and any extra `key=value` figures.
+/// allocator, `<N> ops/s`, any extra `key=value` figures and the process's
+/// peak RSS so far (`peak_rss_kib=`, its `VmHWM`, when Linux gives it).
 pub fn print_result(workload: &str, ops: u64, elapsed: std::time::Duration, extra: &str) {
     let secs = elapsed.as_secs_f64();
     let rate = if secs > 0.0 { ops as f64 / secs } else { 0.0 };
+    let peak = peak_rss_kib().map_or(String::new(), |k| format!(", peak_rss_kib={k}"));
     println!(
-        "{workload}: {}: {rate:.0} ops/s ({ops} ops in {secs:.3} s){}{extra}",
+        "{workload}: {}: {rate:.0} ops/s ({ops} ops in {secs:.3} s){}{extra}{peak}",
         ALLOCATOR,
         if extra.is_empty() { "" } else { ", " }
     );
+}
+
+/// This process's peak resident set in KiB (`VmHWM` of
+/// `/proc/self/status`). Unlike the `ru_maxrss` a parent reads with
+/// `wait4`, it starts from zero at `exec`, so it holds no trace of the
+/// process that started the benchmark.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

@@ -12,8 +12,12 @@ use std::time::{Duration, Instant};
 pub struct Sample {
     /// Throughput the binary printed (`<N> ops/s`).
     pub ops_per_sec: f64,
-    /// The child's peak RSS in bytes (`ru_maxrss`).
+    /// The child's peak RSS in bytes: the `peak_rss_kib=` it printed (its
+    /// own `VmHWM`) or, when it printed none, `wait4`'s `ru_maxrss`.
     pub peak_rss_bytes: u64,
+    /// Whether `peak_rss_bytes` is the child's own figure. `ru_maxrss`
+    /// never reads below the RSS of the process that forked the child.
+    pub peak_rss_from_child: bool,
     /// Threads created, for the Larson binaries.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threads_created: Option<u64>,
@@ -112,19 +116,28 @@ pub fn run(bin: &Path, args: &[String], timeout: Duration) -> Result<Sample, Str
         .ok_or_else(|| format!("no `ops/s` line in the output: {}", tail(&stdout)))?;
     let ops_per_sec = number_before(line, " ops/s")
         .ok_or_else(|| format!("cannot read the throughput of {line:?}"))?;
-    let threads_created = line
-        .split("threads created=")
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok());
-    let peak_rss_bytes = u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024;
+    let threads_created = number_after(line, "threads created=");
+    let own_peak_kib = number_after(line, "peak_rss_kib=");
+    let peak_rss_from_child = own_peak_kib.is_some();
+    let peak_rss_bytes =
+        own_peak_kib.unwrap_or_else(|| u64::try_from(usage.ru_maxrss).unwrap_or(0)) * 1024;
     Ok(Sample {
         ops_per_sec,
         peak_rss_bytes,
+        peak_rss_from_child,
         threads_created,
         wall_seconds,
         line: line.trim().to_string(),
     })
+}
+
+/// The whole number right after `marker` in `line`.
+fn number_after(line: &str, marker: &str) -> Option<u64> {
+    let rest = line.split(marker).nth(1)?;
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The number right before `marker` in `line`.
@@ -138,12 +151,22 @@ fn number_before(line: &str, marker: &str) -> Option<f64> {
 
 #[cfg(test)]
 mod tests {
-    use super::number_before;
+    use super::{number_after, number_before};
 
     #[test]
     fn reads_the_figure_before_ops_per_second() {
         let line = "larson: system: 1234567 ops/s (2469134 ops in 2.000 s), threads created=7";
         assert_eq!(number_before(line, " ops/s"), Some(1_234_567.0));
         assert_eq!(number_before("nothing here", " ops/s"), None);
+    }
+
+    #[test]
+    fn reads_the_figures_after_their_keys() {
+        let line = "larson: mimalloc: 5 ops/s (10 ops in 2.000 s), threads created=7 joined=7 \
+                    ops/thread=1, peak_rss_kib=20480";
+        assert_eq!(number_after(line, "threads created="), Some(7));
+        assert_eq!(number_after(line, "peak_rss_kib="), Some(20480));
+        assert_eq!(number_after(line, "absent="), None);
+        assert_eq!(number_after("peak_rss_kib=", "peak_rss_kib="), None);
     }
 }

@@ -112,6 +112,7 @@ fn run_inner(args: &BenchArgs) -> Result<bool, String> {
                     failures: Vec::new(),
                     median_ops_per_sec: None,
                     median_peak_rss_bytes: None,
+                    peak_rss_from_child: false,
                     median_threads_created: None,
                     ratio_vs_box_refactor: None,
                     ratio_vs_mimalloc: None,
@@ -236,14 +237,17 @@ fn build(a: &Allocator, workloads: &[&Workload], target: &Path, bins: &Path) -> 
     if !a.features.is_empty() {
         cmd.arg("--features").arg(a.features);
     }
-    for w in workloads {
-        cmd.args(["--bin", w.name]);
+    let mut binaries: Vec<&str> = workloads.iter().map(|w| w.binary).collect();
+    binaries.sort_unstable();
+    binaries.dedup();
+    for b in binaries {
+        cmd.args(["--bin", b]);
     }
     if !run_step(&format!("build the suite for {}", a.name), &mut cmd) {
         return Err(format!("the build for {} failed", a.name));
     }
     for w in workloads {
-        let from = bins.join(w.name);
+        let from = bins.join(w.binary);
         let to = binary_path(bins, w, a);
         std::fs::copy(&from, &to)
             .map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), to.display()))?;

@@ -56,6 +56,9 @@ pub struct AllocatorResult {
     pub median_ops_per_sec: Option<f64>,
     /// Median peak RSS over the runs, in bytes.
     pub median_peak_rss_bytes: Option<u64>,
+    /// Whether every run reported its own peak RSS (its `VmHWM`); if not,
+    /// the median may be `wait4`'s figure, which has a floor.
+    pub peak_rss_from_child: bool,
     /// Median threads created (Larson binaries).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub median_threads_created: Option<u64>,
@@ -90,6 +93,7 @@ impl WorkloadResult {
                 .collect();
             a.median_ops_per_sec = median(&ops);
             a.median_peak_rss_bytes = median(&rss).map(|x| x as u64);
+            a.peak_rss_from_child = a.runs.iter().all(|r| r.peak_rss_from_child);
             a.median_threads_created = median(&threads).map(|x| x as u64);
         }
         let of = |name: &str| {
@@ -140,8 +144,9 @@ impl WorkloadResult {
                 [
                     a.allocator.clone(),
                     a.median_ops_per_sec.map_or("-".into(), mops),
-                    a.median_peak_rss_bytes
-                        .map_or("-".into(), |b| rss(b, floor)),
+                    a.median_peak_rss_bytes.map_or("-".into(), |b| {
+                        rss(b, if a.peak_rss_from_child { 0 } else { floor })
+                    }),
                     a.ratio_vs_box_refactor.map_or("-".into(), ratio),
                     a.ratio_vs_mimalloc.map_or("-".into(), ratio),
                     a.median_threads_created
@@ -188,8 +193,8 @@ impl Report {
     /// The plain-text tables printed at the end of a run.
     pub fn text(&self) -> String {
         let mut s = format!(
-            "peak RSS: wait4's ru_maxrss; `<=` marks values at or below its floor, the \
-             spawning process's own RSS ({})\n",
+            "peak RSS: each run's own VmHWM as it printed it (else wait4's ru_maxrss; `<=` \
+             marks such values at or below its floor, the spawning process's own RSS, {})\n",
             mib(self.rss_floor_bytes)
         );
         for w in &self.workloads {
@@ -231,9 +236,10 @@ impl Report {
         let _ = writeln!(
             s,
             "- date: {}\n- command: `{}`\n- machine: {} CPU cores ({})\n- runs per allocator: {} \
-             (interleaved; medians shown)\n- peak RSS: `wait4` of each run; `<=` marks values \
-             at or below the floor of that method (the RSS of the spawning process, \
-             {})\n\n![throughput](results.svg)",
+             (interleaved; medians shown)\n- peak RSS: each run's own `VmHWM`, printed by the \
+             binary at its end (a binary that prints none: `wait4`'s `ru_maxrss`, where `<=` \
+             marks values at or below the floor of that method, the RSS of the spawning \
+             process, {})\n\n![throughput](results.svg)",
             self.date,
             self.command,
             self.cores,
@@ -279,10 +285,13 @@ impl Report {
             for a in &w.allocators {
                 let v = a.median_ops_per_sec.unwrap_or(0.0);
                 let len = if max > 0.0 { v / max * BAR_MAX } else { 0.0 };
+                let floor = if a.peak_rss_from_child {
+                    0
+                } else {
+                    self.rss_floor_bytes
+                };
                 let label = match (a.median_ops_per_sec, a.median_peak_rss_bytes) {
-                    (Some(o), Some(r)) => {
-                        format!("{} Mops/s, {}", mops(o), rss(r, self.rss_floor_bytes))
-                    }
+                    (Some(o), Some(r)) => format!("{} Mops/s, {}", mops(o), rss(r, floor)),
                     _ => "failed".into(),
                 };
                 let _ = writeln!(

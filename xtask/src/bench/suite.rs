@@ -63,8 +63,10 @@ pub const DEFAULT_SECONDS: u64 = 2;
 
 /// One workload: a binary of `hakmem-benches` and how to call it.
 pub struct Workload {
-    /// Its name, which is also the binary's name.
+    /// Its name in tables, JSON and the copied binary's name.
     pub name: &'static str,
+    /// The `hakmem-benches` binary that runs it.
+    pub binary: &'static str,
     /// One line on what it measures.
     pub what: &'static str,
     /// The arguments for `seconds` and an optional thread count.
@@ -76,34 +78,47 @@ fn strings(v: &[&dyn ToString]) -> Vec<String> {
 }
 
 /// The suite, in table order.
-pub const WORKLOADS: [Workload; 6] = [
+pub const WORKLOADS: [Workload; 7] = [
     Workload {
         name: "larson",
+        binary: "larson",
         what: "Larson server simulation, 100 rounds per thread: malloc/free across threads",
         args: |s, t| strings(&[&s, &8, &128, &1024, &100, &12345, &t.unwrap_or(4)]),
     },
     Workload {
+        name: "larson-published",
+        binary: "larson",
+        what:
+            "Larson in its published form (8-1000 B, 5000 blocks a thread, 100 rounds, 2 threads)",
+        args: |s, t| strings(&[&s, &8, &1000, &5000, &100, &4141, &t.unwrap_or(2)]),
+    },
+    Workload {
         name: "thread-churn",
+        binary: "thread-churn",
         what: "Larson with 1 round per thread (the original's command shape): thread start/exit",
         args: |s, t| strings(&[&s, &8, &128, &1024, &12345, &t.unwrap_or(4)]),
     },
     Workload {
         name: "prodcons",
+        binary: "prodcons",
         what: "64 B blocks allocated on one thread, freed on another (batches of 256)",
-        args: |s, t| strings(&[&s, &64, &256, &t.map_or(2, |t| (t / 2).max(1))]),
+        args: |s, t| strings(&[&s, &64, &256, &t.map_or(1, |t| (t / 2).max(1))]),
     },
     Workload {
         name: "false-sharing",
+        binary: "false-sharing",
         what: "threads allocating 8 B objects and writing each 100 times",
         args: |s, t| strings(&[&s, &8, &t.unwrap_or(2), &100]),
     },
     Workload {
         name: "churn",
+        binary: "churn",
         what: "one thread, malloc/free of 8-256 B in a window of 16: the hot path",
         args: |s, _| strings(&[&s, &8, &256, &16]),
     },
     Workload {
         name: "mixed",
+        binary: "mixed",
         what: "small, 2% large (64 KiB-1 MiB), 0.2% huge (2-16 MiB), 20% realloc",
         args: |s, t| strings(&[&s, &t.unwrap_or(2), &1000, &20, &2, &20]),
     },
