@@ -192,9 +192,16 @@ pub fn bound_of(class: usize) -> usize {
 
 #[inline(always)]
 fn with_cache<R>(f: impl FnOnce(&mut ThreadCache) -> R) -> R {
-    // SAFETY: the cache is this thread's alone and no reference to it
-    // outlives the closure, which never re-enters `with_cache`.
-    CACHE.with(|c| f(unsafe { &mut *c.get() }))
+    // Only the address is taken inside `LocalKey::with`, so that its
+    // closure stays trivial and is inlined whatever `f` holds (with the
+    // hot path inside it, hardened builds' bigger pops and pushes left
+    // `with` out of line).
+    let cache = CACHE.with(|c| c.get());
+    // SAFETY: the cache is this thread's alone (a const-initialised
+    // thread-local without a destructor, so its address is valid for the
+    // thread's whole life) and no reference to it outlives `f`, which
+    // never re-enters `with_cache`.
+    f(unsafe { &mut *cache })
 }
 
 /// A block of `class`, or null when memory cannot be had.

@@ -122,7 +122,7 @@ fn common_class(size: usize, align: usize) -> Option<usize> {
 
 /// Allocates `size` bytes aligned to `align` (a power of two). Null when
 /// memory cannot be had or the request cannot be represented.
-#[inline]
+#[inline(always)]
 fn alloc_aligned(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     if let Some(class) = common_class(size, align) {
         let p = small_alloc(class);

@@ -64,7 +64,9 @@ pub mod thread_key;
 
 pub use huge::{HugeGrant, HugeRef};
 pub use pool::{alloc_run, alloc_slab, free_run, Grant};
-pub use region::{region_secret, SlabRecord, SlabRef, SlabState, CLIENT_BYTES};
+pub use region::{
+    region_canary_secret, region_secret, SlabRecord, SlabRef, SlabState, CLIENT_BYTES,
+};
 pub use stats::{snapshot as stats, SuperslabStats};
 
 use static_assertions::const_assert;

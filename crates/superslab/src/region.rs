@@ -58,8 +58,16 @@ const_assert_eq!(core::mem::size_of::<SlabRecord>(), 128);
 pub(crate) struct RegionHeader {
     pub(crate) magic: usize,
     /// A random value of this region, for hardened builds to key free-list
-    /// link encoding and double-free canaries with (see [`region_secret`]).
+    /// link encoding with (see [`region_secret`]).
     pub(crate) secret: usize,
+    /// A second random value, for the double-free canaries (see
+    /// [`region_canary_secret`]): a canary read through a use-after-free
+    /// tells nothing about the link secret.
+    pub(crate) canary_secret: usize,
+    /// Keeps the words above, which every hardened pop and push reads, off
+    /// the cache line the pool writes on every slab it hands out or takes
+    /// back (a write there would take the line from every other core).
+    _read_mostly: [usize; 5],
     /// Links in the pool's partial or empty list (pool lock).
     pub(crate) next: *mut RegionHeader,
     pub(crate) prev: *mut RegionHeader,
@@ -80,6 +88,7 @@ pub(crate) struct RegionHeader {
 }
 
 const_assert!(core::mem::size_of::<RegionHeader>() <= SLAB_SIZE);
+const_assert_eq!(core::mem::offset_of!(RegionHeader, next), 64);
 const_assert!(SLABS_PER_REGION <= 32);
 const_assert!(CHUNK_SIZE.is_power_of_two() && SLAB_SIZE.is_power_of_two());
 
@@ -115,6 +124,17 @@ pub unsafe fn region_secret(addr: usize) -> usize {
     let header = (addr & !(CHUNK_SIZE - 1)) as *const RegionHeader;
     // SAFETY: the caller's contract: the header is mapped and initialised.
     unsafe { (*header).secret }
+}
+
+/// The canary secret of the region holding `addr`.
+///
+/// # Safety
+/// `addr` lies inside a live region.
+#[inline(always)]
+pub unsafe fn region_canary_secret(addr: usize) -> usize {
+    let header = (addr & !(CHUNK_SIZE - 1)) as *const RegionHeader;
+    // SAFETY: the caller's contract: the header is mapped and initialised.
+    unsafe { (*header).canary_secret }
 }
 /// A handle to one slab (or the head slab of a large run) that this layer
 /// handed out. Copyable; it says nothing about who may use the slab, which

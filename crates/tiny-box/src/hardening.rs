@@ -32,20 +32,18 @@ pub fn corruption(what: &str, a: usize, b: usize) -> ! {
 /// unless it happens to fall into one of our regions' data slabs (a chance
 /// of the order of the heap's size over 2^47, and 1 in 8 of that again for
 /// the alignment). The test costs one load of a registry byte that every
-/// pop of the same region shares, so it runs on every pop. What it does not
-/// see, a link that points into the wrong class's slab, is looked for where
-/// the blocks cross back into their slabs ([`check_drained_class`]).
+/// pop of the same region shares, so it runs on every pop. (Testing first
+/// whether the link stays in `b`'s region, which needs no load, was tried:
+/// with several threads' blocks on one list the branch is unpredictable
+/// and it made Larson slower.) What it does not see, a link that points
+/// into the wrong class's slab, is looked for where the blocks cross back
+/// into their slabs ([`check_drained_class`]).
 #[inline(always)]
 pub(crate) fn check_link(b: *mut crate::Block, next: *mut crate::Block) {
-    if !plausible_block(next) {
+    let next_addr = next as usize;
+    if !(next_addr.is_multiple_of(8) && hakmem_superslab::in_data_slab(next_addr)) {
         bad_link(b, next);
     }
-}
-
-#[inline(always)]
-fn plausible_block(b: *mut crate::Block) -> bool {
-    let addr = b as usize;
-    addr.is_multiple_of(8) && hakmem_superslab::in_data_slab(addr)
 }
 
 /// Checks a link of one slab's own list (its local free list, its remote
@@ -90,13 +88,16 @@ fn bad_link(b: *mut crate::Block, next: *mut crate::Block) -> ! {
     )
 }
 
-/// The double-free canary of the block at `p`: keyed by its region's secret
-/// so a program cannot forge it by accident or on purpose.
+/// The double-free canary of the block at `p`: keyed by its region's
+/// canary secret so a program cannot forge it by accident or on purpose
+/// (and odd, so it is never the 0 an allocated block's word is set to).
+/// The canary secret is not the link secret: a canary read through a
+/// use-after-free does not help forge a link.
 #[inline(always)]
 fn canary(p: usize) -> usize {
     // SAFETY: p is a block inside a live region.
-    let secret = unsafe { hakmem_superslab::region_secret(p) };
-    (secret ^ p).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1
+    let secret = unsafe { hakmem_superslab::region_canary_secret(p) };
+    (secret ^ p) | 1
 }
 
 /// Marks the small block at `p` free, stopping the process if it already
