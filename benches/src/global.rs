@@ -22,12 +22,21 @@ static GLOBAL: hakmem::HakMem = hakmem::HakMem;
 
 /// The allocator these binaries were built with, as named in the tables:
 /// `hakmem+box-refactor+fast-path`, `hakmem+box-refactor`,
-/// `hakmem+fast-path`, `hakmem`, `system`, `mimalloc` or `jemalloc`.
+/// `hakmem+fast-path`, `hakmem`, `system`, `mimalloc`, `mimalloc+secure` or
+/// `jemalloc`.
 #[cfg(feature = "alloc-jemalloc")]
 pub const ALLOCATOR: &str = "jemalloc";
 /// The allocator these binaries were built with (see the jemalloc variant).
-#[cfg(all(feature = "alloc-mimalloc", not(feature = "alloc-jemalloc")))]
+#[cfg(all(
+    feature = "alloc-mimalloc",
+    not(feature = "mimalloc-secure"),
+    not(feature = "alloc-jemalloc")
+))]
 pub const ALLOCATOR: &str = "mimalloc";
+/// The allocator these binaries were built with (see the jemalloc variant):
+/// mimalloc built with `MI_SECURE`.
+#[cfg(all(feature = "mimalloc-secure", not(feature = "alloc-jemalloc")))]
+pub const ALLOCATOR: &str = "mimalloc+secure";
 /// The allocator these binaries were built with (see the jemalloc variant).
 #[cfg(all(
     feature = "alloc-hakmem",

@@ -51,8 +51,9 @@ pub struct BenchArgs {
     #[arg(long)]
     threads: Option<usize>,
     /// Allocators, comma-separated, or `all`: hakmem+box-refactor+fast-path,
-    /// hakmem+box-refactor, hakmem+fast-path, hakmem, system, mimalloc,
-    /// jemalloc.
+    /// hakmem+box-refactor, hakmem+fast-path, hakmem,
+    /// hakmem+box-refactor+fast-path+secure, system, mimalloc,
+    /// mimalloc+secure, jemalloc.
     #[arg(long, default_value = "all")]
     alloc: String,
     /// Also write the results as JSON to this file.

@@ -331,6 +331,7 @@ fn color(allocator: &str) -> &'static str {
         "hakmem" => "#ffd8a8",
         "system" => "#868e96",
         "mimalloc" => "#1c7ed6",
+        "mimalloc+secure" => "#74c0fc",
         "jemalloc" => "#37b24d",
         _ => "#495057",
     }

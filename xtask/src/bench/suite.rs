@@ -12,8 +12,9 @@ pub struct Allocator {
 
 /// Every allocator, in table order: hakmem's four toggle combinations, its
 /// hardened build (to keep the cost of `secure` in view), then the
-/// references.
-pub const ALLOCATORS: [Allocator; 8] = [
+/// references, mimalloc's own hardened build (`MI_SECURE`) among them so
+/// the two hardened builds' costs are measured side by side.
+pub const ALLOCATORS: [Allocator; 9] = [
     Allocator {
         name: "hakmem+box-refactor+fast-path",
         features: "alloc-hakmem,box-refactor,fast-path",
@@ -41,6 +42,10 @@ pub const ALLOCATORS: [Allocator; 8] = [
     Allocator {
         name: "mimalloc",
         features: "alloc-mimalloc",
+    },
+    Allocator {
+        name: "mimalloc+secure",
+        features: "alloc-mimalloc,mimalloc-secure",
     },
     Allocator {
         name: "jemalloc",
