@@ -40,9 +40,11 @@
 //! Every region's data slabs sit between guards: the header slab past the
 //! header's own pages, and the region's last slab, are `PROT_NONE`, so a
 //! linear overflow or underflow out of the slabs faults instead of reaching
-//! metadata or another region. Each region carries a random `secret`
-//! ([`region_secret`]) that the layer above keys its free-list link
-//! encoding and double-free canaries with.
+//! metadata or another region. Each region carries two random secrets on
+//! a cache line of their own that nothing writes after the region is
+//! mapped: [`region_secret`], that the layer above keys its free-list link
+//! encoding with, and [`region_canary_secret`], for its double-free
+//! canaries.
 //!
 //! ## May call
 //! The kernel (through [`os`]) and `libc`. Nothing above it.

@@ -66,3 +66,33 @@ fn overflow_past_the_last_slab_faults() {
 fn underflow_into_the_header_slab_faults() {
     faults("underflow");
 }
+
+/// The link secret and the canary secret of a region are drawn apart (a
+/// canary read through a use-after-free must not give the link secret
+/// away), are not zero (an unkeyed encoding), and differ between regions.
+#[test]
+fn each_region_has_two_distinct_random_secrets() {
+    let a = superslab::alloc_run(MAX_RUN_SLABS).unwrap().slab;
+    let b = superslab::alloc_run(MAX_RUN_SLABS).unwrap().slab;
+    let (pa, pb) = (a.base() as usize, b.base() as usize);
+    // SAFETY: both addresses are inside live regions (the runs are ours).
+    let (la, ca, lb, cb) = unsafe {
+        (
+            superslab::region_secret(pa),
+            superslab::region_canary_secret(pa),
+            superslab::region_secret(pb),
+            superslab::region_canary_secret(pb),
+        )
+    };
+    assert_ne!(pa >> superslab::CHUNK_SHIFT, pb >> superslab::CHUNK_SHIFT);
+    assert!(la != 0 && ca != 0 && lb != 0 && cb != 0);
+    assert_ne!(la, ca);
+    assert_ne!(lb, cb);
+    assert_ne!(la, lb);
+    assert_ne!(ca, cb);
+    // SAFETY: the runs are ours and no longer used.
+    unsafe {
+        superslab::free_run(a);
+        superslab::free_run(b);
+    }
+}
