@@ -253,6 +253,9 @@ mod loom_models {
             notify: Notify::Idle,
             fresh_start: 0,
             fresh_stride: 1,
+            fresh_window: 1,
+            fresh_stride_last: 1,
+            fresh_color: 0,
         }))
     }
 

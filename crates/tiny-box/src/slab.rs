@@ -64,11 +64,58 @@ pub(crate) struct SlabMeta {
     pub(crate) class: u8,
     pub(crate) list: SlabList,
     pub(crate) notify: Notify,
-    /// Hardened builds hand fresh blocks out in the order
-    /// `(fresh_start + i * fresh_stride) % capacity`, with a stride
-    /// coprime to the capacity: a permutation chosen at random per slab.
+    /// Hardened builds hand fresh blocks out window by window (windows of
+    /// `fresh_window` consecutive blocks, about `ORDER_WINDOW_BYTES`),
+    /// and within a window of `len` blocks in the order
+    /// `(fresh_start + j * stride) % len`, with a stride coprime to `len`:
+    /// `fresh_stride` for whole windows, `fresh_stride_last` for a shorter
+    /// last one. A permutation chosen at random per slab, that touches the
+    /// slab's pages one window at a time (see `window_order`).
     pub(crate) fresh_start: u16,
     pub(crate) fresh_stride: u16,
+    pub(crate) fresh_window: u16,
+    pub(crate) fresh_stride_last: u16,
+    /// Hardened builds start a fresh slab `fresh_color` blocks in (and
+    /// wrap around): a random offset per slab, so that the first blocks of
+    /// every slab neither sit at a known place nor all fall into the same
+    /// sets of the cache, as 64 KiB-aligned slab fronts would.
+    pub(crate) fresh_color: u16,
+}
+
+/// Bytes of a slab whose fresh blocks hardened builds shuffle among
+/// themselves before moving on to the next ones. Shuffling the whole slab
+/// made every fresh slab touch all its 16 pages at once: on Larson the
+/// hardened build's peak RSS was twice the default build's (10.4 against
+/// 5.1 MiB). mimalloc's secure mode likewise shuffles each extension of a
+/// page's free list, a few KiB at a time.
+#[cfg(feature = "secure")]
+pub(crate) const ORDER_WINDOW_BYTES: usize = 8192;
+
+/// Blocks in one shuffling window of a slab of `class`: about
+/// [`ORDER_WINDOW_BYTES`] worth, at least 4 (and never more than the slab).
+#[cfg(feature = "secure")]
+pub(crate) fn order_window(class: usize) -> u32 {
+    let capacity = blocks_per_slab(class) as u32;
+    ((ORDER_WINDOW_BYTES / class_size(class)) as u32).clamp(4, capacity.max(1))
+}
+
+/// The position of the `i`-th fresh block: windows of `window` blocks in
+/// address order, each shuffled by `(start + j * stride) % len`. A
+/// permutation of `0..capacity` when `stride` is coprime to `window` and
+/// `stride_last` to the length of a shorter last window.
+#[cfg(feature = "secure")]
+pub(crate) fn window_order(
+    i: u32,
+    capacity: u32,
+    window: u32,
+    start: u32,
+    stride: u32,
+    stride_last: u32,
+) -> u32 {
+    let base = i - i % window;
+    let len = (capacity - base).min(window);
+    let stride = if len == window { stride } else { stride_last };
+    base + (start % len + (i - base) * stride) % len
 }
 
 impl SlabMeta {
@@ -120,8 +167,19 @@ impl SlabMeta {
 
     fn fresh_block(&self, index: u32) -> *mut Block {
         #[cfg(feature = "secure")]
-        let index =
-            (u32::from(self.fresh_start) + index * u32::from(self.fresh_stride)) % self.capacity;
+        let index = window_order(
+            index,
+            self.capacity,
+            u32::from(self.fresh_window),
+            u32::from(self.fresh_start),
+            u32::from(self.fresh_stride),
+            u32::from(self.fresh_stride_last),
+        );
+        #[cfg(feature = "secure")]
+        let index = match index + u32::from(self.fresh_color) {
+            past_end if past_end >= self.capacity => past_end - self.capacity,
+            rotated => rotated,
+        };
         let offset = index as usize * class_size(self.class());
         // SAFETY: index < capacity, so the block lies inside the slab.
         unsafe { self.slab().base().add(offset) }.cast()
@@ -218,31 +276,42 @@ pub(crate) fn new_slab(class: usize, owner: *mut u8) -> Result<*mut SlabMeta, Ou
             notify: Notify::Idle,
             fresh_start: 0,
             fresh_stride: 1,
+            fresh_window: 1,
+            fresh_stride_last: 1,
+            fresh_color: 0,
         })
     };
     #[cfg(feature = "secure")]
     {
         // SAFETY: just initialised, still ours alone.
         let m = unsafe { &mut *meta };
-        let (start, stride) = random_order(m.capacity);
+        let (r, r2) = (superslab::os::random_word(), superslab::os::random_word());
+        let window = order_window(class);
+        let (start, stride) = random_order(window, r);
+        let last = m.capacity % window;
         m.fresh_start = start;
         m.fresh_stride = stride;
+        m.fresh_window = window as u16;
+        m.fresh_stride_last = match last {
+            0 => 1,
+            _ => random_order(last, r.rotate_left(21)).1,
+        };
+        m.fresh_color = (r2 % m.capacity as usize) as u16;
     }
     crate::stats::slab_taken(class);
     Ok(meta)
 }
 
-/// A random start and a random stride coprime to `capacity`: together a
-/// permutation of the slab's blocks.
+/// A start and a stride coprime to `capacity`, drawn from the random word
+/// `r`: together a permutation of `capacity` blocks.
 #[cfg(feature = "secure")]
-fn random_order(capacity: u32) -> (u16, u16) {
+fn random_order(capacity: u32, r: usize) -> (u16, u16) {
     fn gcd(mut a: u32, mut b: u32) -> u32 {
         while b != 0 {
             (a, b) = (b, a % b);
         }
         a
     }
-    let r = superslab::os::random_word();
     let start = (r as u32) % capacity;
     // A stride near 0 or near `capacity` walks the slab almost in address
     // order (forwards or backwards), so neighbours stay predictable: pick
@@ -319,13 +388,46 @@ impl SlabQueue {
 
 #[cfg(all(test, feature = "secure"))]
 mod tests {
-    use super::random_order;
+    use super::{order_window, random_order, window_order};
+    use crate::size_class::{blocks_per_slab, NUM_CLASSES};
+
+    #[test]
+    fn window_orders_are_permutations_that_stay_in_their_window() {
+        for class in 0..NUM_CLASSES {
+            let capacity = blocks_per_slab(class) as u32;
+            let window = order_window(class);
+            for _ in 0..50 {
+                let r = hakmem_superslab::os::random_word();
+                let (start, stride) = random_order(window, r);
+                let last = capacity % window;
+                let stride_last = match last {
+                    0 => 1,
+                    _ => random_order(last, r.rotate_left(21)).1,
+                };
+                let mut seen = std::vec![false; capacity as usize];
+                for i in 0..capacity {
+                    let at = window_order(
+                        i,
+                        capacity,
+                        window,
+                        u32::from(start),
+                        u32::from(stride),
+                        u32::from(stride_last),
+                    );
+                    assert_eq!(at / window, i / window, "class {class}: left its window");
+                    assert!(!seen[at as usize], "class {class}: {at} twice");
+                    seen[at as usize] = true;
+                }
+            }
+        }
+    }
 
     #[test]
     fn random_orders_are_permutations_that_do_not_walk_in_address_order() {
         for capacity in [4u32, 5, 7, 16, 341, 1024, 4096] {
             for _ in 0..500 {
-                let (start, stride) = random_order(capacity);
+                let r = hakmem_superslab::os::random_word();
+                let (start, stride) = random_order(capacity, r);
                 let (start, stride) = (u32::from(start), u32::from(stride));
                 let mut seen = std::vec![false; capacity as usize];
                 for i in 0..capacity {
