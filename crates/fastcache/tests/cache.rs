@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 use std::thread;
 
-use hakmem_fastcache::{batch_of, bound_of, cached_counts, first_batch_of, flush_thread};
+use hakmem_fastcache::{
+    batch_of, bound_of, cached_counts, first_batch_of, flush_thread, outgoing_counts,
+};
 use hakmem_tiny_box::{class_size, SelectedBackend, SmallBackend, NUM_CLASSES};
 use proptest::prelude::*;
 
@@ -137,6 +139,112 @@ fn exiting_threads_hand_every_cached_block_back() {
         before,
         "blocks cached by exited threads were stranded"
     );
+}
+
+/// The box backend's slabs belong to a thread; the legacy backend's to no
+/// one, so every block may be reused anywhere there.
+fn slabs_have_owners() -> bool {
+    SelectedBackend::NAME == "box"
+}
+
+/// Passive false sharing: a block of a slab that another live thread
+/// allocates from, freed here, must not be handed out here (its cache
+/// line is shared with that thread's blocks). It waits on the outgoing
+/// list, goes back to its owner with the batch, and the owner gets it again.
+#[test]
+fn a_live_threads_block_freed_here_is_not_handed_out_here() {
+    let _g = serial();
+    let class = 4;
+    let (to_owner, from_owner) = std::sync::mpsc::channel::<usize>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let owner = thread::spawn(move || {
+        let p = hakmem_fastcache::alloc(class) as usize;
+        to_owner.send(p).unwrap();
+        // Stay alive (and the slab's owner) until the other thread is done.
+        done_rx.recv().unwrap();
+    });
+    let p = from_owner.recv().unwrap();
+    thread::spawn(move || {
+        // Set the thread up first: its very first free, with no bounds
+        // yet, hands anything foreign back at once.
+        let mine = hakmem_fastcache::alloc(class) as usize;
+        // SAFETY: a live block of this class, handed over, freed once.
+        unsafe { hakmem_fastcache::free(p as *mut u8, class) };
+        let q = hakmem_fastcache::alloc(class) as usize;
+        if slabs_have_owners() {
+            assert_ne!(q, p, "another live thread's block was handed out here");
+            assert_eq!(outgoing_counts()[class], 1);
+            assert_eq!(cached_counts()[class] as usize, first_batch_of(class) - 2);
+        } else {
+            assert_eq!(q, p, "the legacy backend's blocks are anyone's");
+        }
+        for b in [mine, q] {
+            // SAFETY: our own blocks, freed once.
+            unsafe { hakmem_fastcache::free(b as *mut u8, class) };
+        }
+    })
+    .join()
+    .unwrap();
+    done_tx.send(()).unwrap();
+    owner.join().unwrap();
+}
+
+/// A block of an exited thread's slab (abandoned: no owner now) is reused
+/// where it is freed: nobody else writes its neighbours.
+#[test]
+fn an_exited_threads_block_freed_here_is_reused_here() {
+    let _g = serial();
+    let class = 5;
+    let p = thread::spawn(move || hakmem_fastcache::alloc(class) as usize)
+        .join()
+        .unwrap();
+    thread::spawn(move || {
+        // SAFETY: a live block of this class whose thread exited; freed once.
+        unsafe { hakmem_fastcache::free(p as *mut u8, class) };
+        assert_eq!(outgoing_counts()[class], 0);
+        let q = hakmem_fastcache::alloc(class) as usize;
+        assert_eq!(q, p, "an abandoned slab's block was not reused");
+        // SAFETY: ours, freed once.
+        unsafe { hakmem_fastcache::free(q as *mut u8, class) };
+    })
+    .join()
+    .unwrap();
+}
+
+/// Foreign frees go back in batches: the outgoing list never holds more
+/// than a batch, and a thread's exit hands what it holds back.
+#[test]
+fn foreign_frees_go_back_in_batches_and_at_exit() {
+    let _g = serial();
+    let before = settled_held();
+    let class = 3;
+    let n = 3 * batch_of(class) + 5;
+    let (blocks_tx, blocks_rx) = std::sync::mpsc::channel::<Vec<usize>>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let owner = thread::spawn(move || {
+        let ps: Vec<usize> = (0..n)
+            .map(|_| hakmem_fastcache::alloc(class) as usize)
+            .collect();
+        blocks_tx.send(ps).unwrap();
+        done_rx.recv().unwrap();
+    });
+    let ps = blocks_rx.recv().unwrap();
+    thread::spawn(move || {
+        for p in ps {
+            // SAFETY: live blocks of this class, handed over, freed once.
+            unsafe { hakmem_fastcache::free(p as *mut u8, class) };
+            assert!(outgoing_counts()[class] as usize <= batch_of(class));
+        }
+        if slabs_have_owners() {
+            assert!(outgoing_counts()[class] > 0);
+        }
+    })
+    .join()
+    .unwrap();
+    done_tx.send(()).unwrap();
+    owner.join().unwrap();
+    give_back_everything();
+    assert_eq!(held(), before, "foreign frees were stranded");
 }
 
 #[derive(Clone, Debug)]

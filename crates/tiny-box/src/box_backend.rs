@@ -92,6 +92,13 @@ impl SmallBackend for BoxBackend {
         }
     }
 
+    #[inline(always)]
+    unsafe fn reusable_here(p: *const u8) -> bool {
+        // SAFETY: the caller's contract: a block of this backend, out.
+        let owner = unsafe { &*SlabMeta::of(p) }.owner.load(Ordering::Relaxed);
+        owner.is_null() || owner == owner_id(current_heap())
+    }
+
     fn refill(class: usize, max: usize) -> Chain {
         let mut out = Chain::new();
         let Some(heap) = heap_or_attach() else {

@@ -91,6 +91,18 @@ pub trait SmallBackend {
     /// used again.
     unsafe fn free(p: *mut u8);
 
+    /// True unless `p`'s slab belongs to another live thread: a block that
+    /// one could reuse here without sharing its cache line with a thread
+    /// still using the block's neighbours.
+    ///
+    /// # Safety
+    /// `p` is a block this backend handed out, not yet given back.
+    #[inline(always)]
+    unsafe fn reusable_here(p: *const u8) -> bool {
+        let _ = p;
+        true
+    }
+
     /// Up to `max` blocks of `class` (`max >= 1`) in one chain; an empty
     /// chain means memory cannot be had.
     fn refill(class: usize, max: usize) -> Chain;
