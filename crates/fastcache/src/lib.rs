@@ -261,16 +261,28 @@ pub unsafe fn free(p: *mut u8, class: usize) {
     }
     let over = with_cache(|c| {
         let list = &mut c.lists[class];
-        let b = p.cast::<Block>();
         // SAFETY: the caller gives the block up to us.
-        unsafe { Block::set_next(b, list.head) };
-        list.head = b;
-        list.count += 1;
-        list.count > list.bound
+        let count = unsafe { push(&mut list.head, &mut list.count, p) };
+        count > list.bound
     });
     if over {
         drain_excess(class);
     }
+}
+
+/// Pushes the block at `p` onto the list `head` of `count` blocks;
+/// returns the new count.
+///
+/// # Safety
+/// `p` is a block given up to the caller, on no list.
+#[inline(always)]
+unsafe fn push(head: &mut *mut Block, count: &mut u32, p: *mut u8) -> u32 {
+    let b = p.cast::<Block>();
+    // SAFETY: the caller's contract: the block is ours to link.
+    unsafe { Block::set_next(b, *head) };
+    *head = b;
+    *count += 1;
+    *count
 }
 
 /// Inlined: out of line it cost thread-churn, whose threads free many
@@ -283,12 +295,9 @@ pub unsafe fn free(p: *mut u8, class: usize) {
 unsafe fn free_foreign(p: *mut u8, class: usize) {
     let over = with_cache(|c| {
         let list = &mut c.outgoing[class];
-        let b = p.cast::<Block>();
         // SAFETY: the caller gives the block up to us.
-        unsafe { Block::set_next(b, list.head) };
-        list.head = b;
-        list.count += 1;
-        list.count > c.lists[class].bound / 2
+        let count = unsafe { push(&mut list.head, &mut list.count, p) };
+        count > c.lists[class].bound / 2
     });
     if over {
         drain_outgoing(class);
