@@ -344,8 +344,6 @@ fn refill_and_take(class: usize) -> *mut u8 {
         return SelectedBackend::alloc(class);
     }
     if phase == Phase::Fresh {
-        // Our exit key before tiny-box's, so ours runs first at exit.
-        init();
         start_thread();
     }
     let want = with_cache(|c| {
@@ -435,7 +433,11 @@ fn detach_front(list: &mut FreeList, n: usize) -> Chain {
     chain
 }
 
+/// Sets up the calling thread on its first slow path, whichever it is (a
+/// refill, a drain, an outgoing batch).
 fn start_thread() {
+    // Our exit key before tiny-box's, so ours runs first at exit.
+    init();
     with_cache(|c| {
         for (class, list) in c.lists.iter_mut().enumerate() {
             list.bound = bound_of(class) as u32;

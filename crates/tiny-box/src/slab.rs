@@ -96,7 +96,9 @@ pub(crate) const ORDER_WINDOW_BYTES: usize = 8192;
 #[cfg(feature = "secure")]
 pub(crate) fn order_window(class: usize) -> u32 {
     let capacity = blocks_per_slab(class) as u32;
-    ((ORDER_WINDOW_BYTES / class_size(class)) as u32).clamp(4, capacity.max(1))
+    ((ORDER_WINDOW_BYTES / class_size(class)) as u32)
+        .max(4)
+        .min(capacity.max(1))
 }
 
 /// The position of the `i`-th fresh block: windows of `window` blocks in
