@@ -216,11 +216,10 @@ fn with_cache<R>(f: impl FnOnce(&mut ThreadCache) -> R) -> R {
     // closure stays trivial and is inlined whatever `f` holds (with the
     // hot path inside it, hardened builds' bigger pops and pushes left
     // `with` out of line).
+    // The cache is a const-initialised thread-local without a destructor,
+    // so its address is valid for the thread's whole life.
     let cache = CACHE.with(|c| c.get());
-    // SAFETY: the cache is this thread's alone (a const-initialised
-    // thread-local without a destructor, so its address is valid for the
-    // thread's whole life) and no reference to it outlives `f`, which
-    // never re-enters `with_cache`.
+    // SAFETY: this thread's alone; no reference outlives `f`, which never re-enters.
     f(unsafe { &mut *cache })
 }
 
@@ -311,19 +310,13 @@ fn drain_outgoing(class: usize) {
     if with_cache(|c| c.phase) == Phase::Fresh {
         start_thread();
     }
-    let chain = take_outgoing(class);
-    with_cache(|c| {
-        let k = &mut c.counters[class];
-        k.drains += 1;
-        k.drain_blocks += chain.len as u64;
-    });
-    // SAFETY: the chain's blocks were freed to us as blocks of this class.
-    unsafe { SelectedBackend::drain(chain, class) };
+    return_outgoing(class, false);
 }
 
-/// The outgoing list of `class`, whole, as a chain.
-fn take_outgoing(class: usize) -> Chain {
-    with_cache(|c| {
+/// Hands the outgoing list of `class` back to tiny-box, whole, counting
+/// its blocks as drained or (at thread exit) as flushed at exit.
+fn return_outgoing(class: usize, at_exit: bool) {
+    let chain = with_cache(|c| {
         let list = &mut c.outgoing[class];
         let chain = Chain {
             head: list.head,
@@ -331,8 +324,19 @@ fn take_outgoing(class: usize) -> Chain {
         };
         list.head = ptr::null_mut();
         list.count = 0;
+        let k = &mut c.counters[class];
+        if at_exit {
+            k.exit_flushed += chain.len as u64;
+        } else if chain.len > 0 {
+            k.drains += 1;
+            k.drain_blocks += chain.len as u64;
+        }
         chain
-    })
+    });
+    if !chain.is_empty() {
+        // SAFETY: the chain's blocks were freed to us as blocks of this class.
+        unsafe { SelectedBackend::drain(chain, class) };
+    }
 }
 
 #[cold]
@@ -458,20 +462,7 @@ pub fn flush_thread() {
 /// exit) as flushed at exit.
 fn flush(at_exit: bool) {
     for class in 0..NUM_CLASSES {
-        let outgoing = take_outgoing(class);
-        if !outgoing.is_empty() {
-            with_cache(|c| {
-                let k = &mut c.counters[class];
-                if at_exit {
-                    k.exit_flushed += outgoing.len as u64;
-                } else {
-                    k.drains += 1;
-                    k.drain_blocks += outgoing.len as u64;
-                }
-            });
-            // SAFETY: blocks freed to us as blocks of this class.
-            unsafe { SelectedBackend::drain(outgoing, class) };
-        }
+        return_outgoing(class, at_exit);
         let chain = with_cache(|c| {
             let list = &mut c.lists[class];
             let n = list.count as usize;

@@ -35,8 +35,9 @@
 //! facade marks every freed block with a keyed canary and stops on a second
 //! free (module `hardening`); fresh slabs hand their blocks out in a random
 //! order, shuffled about 8 KiB at a time from a random start so that a
-//! slab only begun stays on its first pages (`slab.rs`); requests of 8 bytes or less get 16-byte blocks, so every free
-//! block has room for its link and its canary.
+//! slab only begun stays on its first pages (`slab.rs`); requests of 8
+//! bytes or less get 16-byte blocks, so every free block has room for its
+//! link and its canary.
 //!
 //! ## May call
 //! `hakmem-superslab` (slabs, the lock, permanent metadata) and `libc`
