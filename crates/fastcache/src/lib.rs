@@ -122,6 +122,17 @@ impl ClassStats {
         ]
     }
 
+    /// Counts `n` blocks handed back whole: flushed at exit, or (when
+    /// there are any) one drain.
+    fn count_handed_back(&mut self, n: usize, at_exit: bool) {
+        if at_exit {
+            self.exit_flushed += n as u64;
+        } else if n > 0 {
+            self.drains += 1;
+            self.drain_blocks += n as u64;
+        }
+    }
+
     /// The inverse of [`Self::as_array`].
     pub fn from_array(a: [u64; 7]) -> Self {
         let [hits, misses, refills, refill_blocks, drains, drain_blocks, exit_flushed] = a;
@@ -324,13 +335,7 @@ fn return_outgoing(class: usize, at_exit: bool) {
         };
         list.head = ptr::null_mut();
         list.count = 0;
-        let k = &mut c.counters[class];
-        if at_exit {
-            k.exit_flushed += chain.len as u64;
-        } else if chain.len > 0 {
-            k.drains += 1;
-            k.drain_blocks += chain.len as u64;
-        }
+        c.counters[class].count_handed_back(chain.len, at_exit);
         chain
     });
     if !chain.is_empty() {
@@ -467,13 +472,7 @@ fn flush(at_exit: bool) {
             let list = &mut c.lists[class];
             let n = list.count as usize;
             let chain = detach_front(list, n);
-            let k = &mut c.counters[class];
-            if at_exit {
-                k.exit_flushed += chain.len as u64;
-            } else if chain.len > 0 {
-                k.drains += 1;
-                k.drain_blocks += chain.len as u64;
-            }
+            c.counters[class].count_handed_back(chain.len, at_exit);
             chain
         });
         // SAFETY: cached blocks of this class.
