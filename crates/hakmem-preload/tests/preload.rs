@@ -370,6 +370,8 @@ fn invalid_and_double_frees_are_reported() {
         ("interior", "inside a block"),
         ("double-large", "not the start of a live hakmem block"),
         ("double-huge", "not allocated by hakmem"),
+        ("double-small", "already free (double free)"),
+        ("double-cached-huge", "not the start of a live hakmem block"),
     ] {
         for profile in [Profile::Release, Profile::Dev] {
             misuse_case(&exe, case, why, profile);

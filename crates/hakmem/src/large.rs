@@ -47,20 +47,22 @@ pub(crate) fn run_usable(slab: SlabRef) -> usize {
     slab.run_len() * SLAB_SIZE
 }
 
-/// Frees a run.
+/// Frees a run; false when it was no longer in use (a second free that
+/// raced the first past the lookup).
 ///
 /// # Safety
-/// `slab` heads a live run whose block is given up.
-pub(crate) unsafe fn free_run(slab: SlabRef) {
+/// `slab` headed a live run at the lookup of the pointer being freed.
+pub(crate) unsafe fn free_run(slab: SlabRef) -> bool {
     // SAFETY: caller's contract.
-    unsafe { superslab::free_run(slab) };
+    unsafe { superslab::free_run_once(slab) }.is_ok()
 }
 
-/// Frees a huge block.
+/// Frees a huge block; false when it was no longer live (a second free
+/// that raced the first past the lookup).
 ///
 /// # Safety
-/// `h` is live and given up.
-pub(crate) unsafe fn free_huge(h: HugeRef) {
+/// `h` came from the lookup of a pointer being freed.
+pub(crate) unsafe fn free_huge(h: HugeRef) -> bool {
     // SAFETY: caller's contract.
-    unsafe { huge::free(h) };
+    unsafe { huge::free(h) }.is_ok()
 }

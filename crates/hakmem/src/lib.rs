@@ -45,7 +45,7 @@ use core::ptr;
 use hakmem_superslab::{self as superslab, Lookup};
 #[cfg(not(feature = "fast-path"))]
 use hakmem_tiny_box::SelectedBackend;
-use hakmem_tiny_box::{class_for_layout, class_size, size_to_class, SmallBackend};
+use hakmem_tiny_box::{class_for_layout, class_size, free_mark, size_to_class, SmallBackend};
 
 pub use hakmem_tiny_box::SMALL_MAX;
 pub use large::LARGE_MAX;
@@ -83,41 +83,44 @@ fn small_alloc(class: usize) -> *mut u8 {
     let p = hakmem_fastcache::alloc(class);
     #[cfg(not(feature = "fast-path"))]
     let p = SelectedBackend::alloc(class);
-    #[cfg(feature = "secure")]
     if !p.is_null() {
         // SAFETY: a small block just handed out to us.
-        unsafe { hakmem_tiny_box::hardening::mark_allocated(p) };
+        unsafe { free_mark::mark_allocated(p) };
     }
     p
 }
 
+/// Frees a small block, refusing (with a report) a block already free.
+///
 /// # Safety
-/// `p` is a live small block of class `class`, given up.
+/// `p` is the start of a small block of class `class` that is live or
+/// carries the free mark, given up.
 #[inline(always)]
 unsafe fn small_free(p: *mut u8, class: usize) {
-    // SAFETY: a live small block (caller's contract); stops on a double free.
-    #[cfg(feature = "secure")]
-    unsafe {
-        hakmem_tiny_box::hardening::mark_free(p)
-    };
+    // SAFETY: the start of a small block (caller's contract).
+    if !unsafe { free_mark::mark_free(p) } {
+        return report::invalid_free(p, InvalidFree::DoubleFree);
+    }
     #[cfg(feature = "fast-path")]
-    // SAFETY: caller's contract.
+    // SAFETY: a live block, now marked free and given up.
     unsafe {
         hakmem_fastcache::free(p, class)
     }
     #[cfg(not(feature = "fast-path"))]
     {
         let _ = class;
-        // SAFETY: caller's contract.
+        // SAFETY: as above.
         unsafe { SelectedBackend::free(p) }
     }
 }
 
 /// The small class of a request, on the common path: no alignment beyond
-/// what every class gives.
+/// what every class gives. The size alone picks the class: every block a
+/// request can get is at least 16 bytes and a multiple of 16 (the 8 B
+/// class serves no request), so any alignment up to [`MIN_ALIGN`] holds.
 #[inline(always)]
 fn common_class(size: usize, align: usize) -> Option<usize> {
-    (size <= SMALL_MAX && align <= MIN_ALIGN).then(|| size_to_class(size.max(align)))
+    (size <= SMALL_MAX && align <= MIN_ALIGN).then(|| size_to_class(size))
 }
 
 /// Allocates `size` bytes aligned to `align` (a power of two). Null when
@@ -194,10 +197,20 @@ pub unsafe fn free(p: *mut u8) {
             // it up.
             unsafe { small_free(p, class) };
         }
-        // SAFETY: the head of a live run; the caller gives it up.
-        Lookup::Run(slab) => unsafe { large::free_run(slab) },
-        // SAFETY: a live huge block; the caller gives it up.
-        Lookup::Huge(h) => unsafe { large::free_huge(h) },
+        Lookup::Run(slab) => {
+            // SAFETY: the head of a run in use at the lookup; the caller
+            // gives it up. A racing second free finds it freed.
+            if !unsafe { large::free_run(slab) } {
+                report::invalid_free(p, InvalidFree::NotAllocated);
+            }
+        }
+        Lookup::Huge(h) => {
+            // SAFETY: a huge block that was live at the lookup; the caller
+            // gives it up. A racing second free finds it freed.
+            if !unsafe { large::free_huge(h) } {
+                report::invalid_free(p, InvalidFree::NotAllocated);
+            }
+        }
         Lookup::NotAllocated => report::invalid_free(p, InvalidFree::NotAllocated),
         Lookup::Foreign => report::invalid_free(p, InvalidFree::Foreign),
     }

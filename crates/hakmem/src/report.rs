@@ -16,6 +16,8 @@ pub enum InvalidFree {
     NotAllocated,
     /// Inside a slab of small blocks but not at a block boundary.
     Interior,
+    /// A small block that is already free (it carries the free mark).
+    DoubleFree,
 }
 
 impl InvalidFree {
@@ -24,6 +26,7 @@ impl InvalidFree {
             Self::Foreign => "pointer was not allocated by hakmem",
             Self::NotAllocated => "pointer is not the start of a live hakmem block (double free?)",
             Self::Interior => "pointer is inside a block, not at its start",
+            Self::DoubleFree => "block is already free (double free)",
         }
     }
 }

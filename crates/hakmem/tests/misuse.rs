@@ -1,12 +1,134 @@
 //! Misuse is reported with the address and stops the process (or is
-//! ignored by option). Each case runs in a child process: this test binary
-//! re-executes itself with `HAKMEM_MISUSE_CASE` set.
+//! ignored by option, and then nothing is handed out twice). Each case runs
+//! in a child process: this test binary re-executes itself with
+//! `HAKMEM_MISUSE_CASE` set.
+//!
+//! Double frees are tried at every boundary of every place a freed block
+//! can wait: each small class (the thread's cache, and the slab's free list
+//! once the cache has drained), a one-slab and a multi-slab large run, a
+//! huge block that the huge cache keeps and one too big for it; each
+//! immediately, after allocations of other sizes, interleaved with a free
+//! of another block of its size, after the thread's cache was flushed, and
+//! after a first free by another thread (the remote list).
 
 use std::process::Command;
 
+use hakmem_tiny_box::{class_size, NUM_CLASSES};
+
 const CASE_ENV: &str = "HAKMEM_MISUSE_CASE";
 
+/// Sizes past the small classes: a one-slab run, a multi-slab run, the
+/// largest run, a huge block the huge cache keeps, one it does not.
+const LARGE_SIZES: [usize; 5] = [64 << 10, 200 << 10, 1 << 20, 4 << 20, 40 << 20];
+
+/// Every size whose double free is tried: each small class's own size,
+/// then [`LARGE_SIZES`].
+fn double_free_sizes() -> Vec<usize> {
+    let mut sizes: Vec<usize> = (1..NUM_CLASSES).map(class_size).collect();
+    sizes.extend(LARGE_SIZES);
+    sizes
+}
+
+/// What happens between the first and the second free.
+#[derive(Clone, Copy, Debug)]
+enum Between {
+    /// Nothing.
+    Nothing,
+    /// Allocations (kept live) of sizes other than the block's.
+    OtherAllocations,
+    /// Another block of the same size is freed (the "fastbin dup" shape).
+    AnotherFree,
+    /// The thread's cache is flushed: a small block waits on its slab's
+    /// free list (the slab stays in use: another block of it is live).
+    Flushed,
+    /// The first free is another thread's, which exits: a small block
+    /// went back to its slab through the remote list.
+    FreedElsewhere,
+}
+
+const BETWEEN: [Between; 5] = [
+    Between::Nothing,
+    Between::OtherAllocations,
+    Between::AnotherFree,
+    Between::Flushed,
+    Between::FreedElsewhere,
+];
+
+/// Commits the first half of a double free of a `size`-byte block; returns
+/// the block, freed once, for the second free.
+fn first_free(size: usize, between: Between) -> *mut u8 {
+    let p = hakmem::malloc(size);
+    let q = hakmem::malloc(size);
+    assert!(!p.is_null() && !q.is_null());
+    // SAFETY: live blocks; touched within their size.
+    unsafe {
+        p.write_bytes(0xa5, size);
+        q.write_bytes(0x5a, size);
+    }
+    if let Between::FreedElsewhere = between {
+        let addr = p as usize;
+        // SAFETY: live, freed once, by another thread.
+        std::thread::spawn(move || unsafe { hakmem::free(addr as *mut u8) })
+            .join()
+            .unwrap();
+        return p;
+    }
+    // SAFETY: live, freed once here.
+    unsafe { hakmem::free(p) };
+    match between {
+        Between::Nothing | Between::FreedElsewhere => {}
+        Between::Flushed => hakmem::trim(),
+        Between::OtherAllocations => {
+            // Sizes that cannot reuse the freed block's memory (that
+            // would make the second free a free of someone else's live
+            // block, which no allocator can tell): for a large run, huge
+            // blocks (their own mappings); else small blocks of other
+            // classes.
+            if size > hakmem::SMALL_MAX && size <= hakmem::LARGE_MAX {
+                for _ in 0..2 {
+                    std::hint::black_box(hakmem::malloc(48 << 20));
+                }
+                return p;
+            }
+            let own_class = hakmem::usable_size(q);
+            let others = [24, 100, 3000, 9000, 48, 200]
+                .into_iter()
+                .filter(|&o| {
+                    let b = hakmem::malloc(o);
+                    let same = hakmem::usable_size(b) == own_class;
+                    // SAFETY: live, freed once.
+                    unsafe { hakmem::free(b) };
+                    !same
+                })
+                .collect::<Vec<_>>();
+            for i in 0..200 {
+                std::hint::black_box(hakmem::malloc(others[i % others.len()]));
+            }
+        }
+        // SAFETY: q is live, freed once.
+        Between::AnotherFree => unsafe { hakmem::free(q) },
+    }
+    p
+}
+
+/// With the second free ignored, the allocator must still hand each block
+/// to one caller: two live blocks of the size never share an address.
+fn nothing_handed_out_twice(size: usize) {
+    let a = hakmem::malloc(size);
+    let b = hakmem::malloc(size);
+    let c = hakmem::malloc(size);
+    assert!(
+        a != b && b != c && a != c,
+        "size {size}: one block handed out twice: {a:p} {b:p} {c:p}"
+    );
+}
+
 fn run_case(case: &str) -> *mut u8 {
+    if let Some(spec) = case.strip_prefix("double:") {
+        let (size, between) = spec.split_once(':').unwrap();
+        let between = BETWEEN[between.parse::<usize>().unwrap()];
+        return first_free(size.parse().unwrap(), between);
+    }
     match case {
         "foreign" => {
             let on_stack = [0u8; 64];
@@ -25,18 +147,6 @@ fn run_case(case: &str) -> *mut u8 {
             let p = hakmem::malloc(256);
             (p as usize & !(hakmem_superslab::CHUNK_SIZE - 1)) as *mut u8
         }
-        "double_large" => {
-            let p = hakmem::malloc(200 << 10);
-            // SAFETY: a live block, freed once here; the test frees it again.
-            unsafe { hakmem::free(p) };
-            p
-        }
-        "double_huge" => {
-            let p = hakmem::malloc(40 << 20);
-            // SAFETY: as above.
-            unsafe { hakmem::free(p) };
-            p
-        }
         other => panic!("unknown case {other}"),
     }
 }
@@ -49,11 +159,42 @@ fn child() {
     };
     let p = run_case(&case);
     println!("misuse-address {:#018x}", p as usize);
-    // SAFETY: deliberately invalid; hakmem must detect it without touching
-    // the memory.
+    // SAFETY: deliberately invalid; hakmem must detect it.
     unsafe { hakmem::free(p) };
     assert_eq!(hakmem::stats().invalid_frees, 1);
+    if let Some(size) = case
+        .strip_prefix("double:")
+        .and_then(|s| s.split(':').next())
+    {
+        nothing_handed_out_twice(size.parse().unwrap());
+    }
     println!("survived");
+}
+
+/// Every double free of [`double_free_sizes`] and [`BETWEEN`] in one child
+/// with `HAKMEM_INVALID_FREE=ignore`: each is counted, and no block is
+/// handed out twice afterwards.
+#[test]
+fn child_all_ignored() {
+    if std::env::var_os("HAKMEM_MISUSE_ALL").is_none() {
+        return;
+    }
+    let mut expected = 0;
+    for size in double_free_sizes() {
+        for between in BETWEEN {
+            let p = first_free(size, between);
+            // SAFETY: a second free, deliberately; ignored by option.
+            unsafe { hakmem::free(p) };
+            expected += 1;
+            assert_eq!(
+                hakmem::stats().invalid_frees,
+                expected,
+                "size {size} {between:?}: the second free was not caught"
+            );
+            nothing_handed_out_twice(size);
+        }
+    }
+    println!("survived {expected}");
 }
 
 fn spawn(case: &str, ignore: bool) -> std::process::Output {
@@ -68,7 +209,10 @@ fn spawn(case: &str, ignore: bool) -> std::process::Output {
     cmd.output().unwrap()
 }
 
-fn check(case: &str, why: &str) {
+/// Runs `case` in a child: reported with its address (saying one of
+/// `why`) and aborted by default; with `HAKMEM_INVALID_FREE=ignore`
+/// reported, survived and (for a double free) nothing handed out twice.
+fn check(case: &str, why: &[&str]) {
     use std::os::unix::process::ExitStatusExt;
     let out = spawn(case, false);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -84,8 +228,8 @@ fn check(case: &str, why: &str) {
         "{case}: no report `{report}` in {stderr}"
     );
     assert!(
-        stderr.contains(why),
-        "{case}: report does not say `{why}`: {stderr}"
+        why.iter().any(|w| stderr.contains(w)),
+        "{case}: report says none of {why:?}: {stderr}"
     );
     assert_eq!(
         out.status.signal(),
@@ -100,7 +244,7 @@ fn check(case: &str, why: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "{case} ignored: {:?} {stderr}",
+        "{case} ignored: {:?} {stdout} {stderr}",
         out.status
     );
     assert!(stdout.contains("survived"));
@@ -109,30 +253,84 @@ fn check(case: &str, why: &str) {
 
 #[test]
 fn free_of_a_stack_pointer_is_reported() {
-    check("foreign", "not allocated by hakmem");
+    check("foreign", &["not allocated by hakmem"]);
 }
 
 #[test]
 fn free_of_another_allocators_pointer_is_reported() {
-    check("libc", "not allocated by hakmem");
+    check("libc", &["not allocated by hakmem"]);
 }
 
 #[test]
 fn free_of_an_interior_pointer_is_reported() {
-    check("interior", "inside a block");
+    check("interior", &["inside a block"]);
 }
 
 #[test]
 fn free_into_region_metadata_is_reported() {
-    check("metadata", "not the start of a live hakmem block");
+    check("metadata", &["not the start of a live hakmem block"]);
+}
+
+/// What the report of a double free of a `size`-byte block says: small
+/// blocks carry the free mark; a freed run or cached huge block is no live
+/// block's start; an uncached huge block's mapping is gone.
+fn double_free_reasons(size: usize) -> &'static [&'static str] {
+    if size <= hakmem::SMALL_MAX {
+        &["already free (double free)"]
+    } else {
+        &[
+            "not the start of a live hakmem block",
+            "not allocated by hakmem",
+        ]
+    }
 }
 
 #[test]
-fn double_free_of_a_large_block_is_reported() {
-    check("double_large", "not the start of a live hakmem block");
+fn double_free_of_every_small_class_is_reported() {
+    for size in (1..NUM_CLASSES).map(class_size) {
+        for (i, _) in BETWEEN.iter().enumerate() {
+            check(&format!("double:{size}:{i}"), double_free_reasons(size));
+        }
+    }
 }
 
 #[test]
-fn double_free_of_a_huge_block_is_reported() {
-    check("double_huge", "not allocated by hakmem");
+fn double_free_of_large_runs_and_huge_blocks_is_reported() {
+    for size in LARGE_SIZES {
+        for (i, _) in BETWEEN.iter().enumerate() {
+            check(&format!("double:{size}:{i}"), double_free_reasons(size));
+        }
+    }
+}
+
+/// The huge cache's own boundary: a freed 4 MiB block is cached (its
+/// mapping stays), and a second free of it must not cache it twice.
+#[test]
+fn double_free_of_a_cached_huge_block_never_gives_two_callers_one_mapping() {
+    check("double:4194304:0", double_free_reasons(4 << 20));
+}
+
+#[test]
+fn every_ignored_double_free_is_counted_and_nothing_is_handed_out_twice() {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_all_ignored",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("HAKMEM_MISUSE_ALL", "1")
+        .env("HAKMEM_INVALID_FREE", "ignore")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected = double_free_sizes().len() * BETWEEN.len();
+    assert!(
+        out.status.success() && stdout.contains(&format!("survived {expected}")),
+        "{:?}\n{stdout}\n{}",
+        out.status,
+        &stderr[stderr.len().saturating_sub(3000)..]
+    );
 }

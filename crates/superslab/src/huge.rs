@@ -4,15 +4,28 @@
 //! user's block starts `offset` bytes later (a page, or the alignment asked
 //! for), so the header is always found at `chunk_floor(p - 1)`. The registry
 //! marks the header's chunk as [`ChunkKind::Huge`].
+//!
+//! A mapping is in one of three states, kept in its header's `state` word:
+//! live (handed out), cached (freed, kept for reuse; its registry entry
+//! stays) or gone (being unmapped). Only a live mapping is a block to
+//! [`lookup`], so a second free of a cached block is refused like any other
+//! stale pointer. [`free`] leaves the live state with one compare-and-swap,
+//! so of two frees of one block, racing or not, exactly one proceeds.
 
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::registry::{self, ChunkKind};
 use crate::stats::{self, COUNTERS};
-use crate::{lock::RawLock, os, OutOfMemory, CHUNK_SIZE};
+use crate::{lock::RawLock, os, AlreadyFreed, OutOfMemory, CHUNK_SIZE};
 use os::PAGE_SIZE;
 
-const HUGE_MAGIC: usize = 0x6861_6b6d_4855_4745; // "hakmHUGE"
+/// `state` of a mapping handed out: "hakmHUGE".
+const LIVE: usize = 0x6861_6b6d_4855_4745;
+/// `state` of a freed mapping kept in the cache: "hakmFREE".
+const CACHED: usize = 0x6861_6b6d_4652_4545;
+/// `state` of a mapping on its way back to the OS.
+const GONE: usize = 0;
 
 /// Freed huge mappings kept for reuse.
 const CACHE_SLOTS: usize = 32;
@@ -23,7 +36,9 @@ const CACHE_MAX_TOTAL: usize = 256 << 20;
 
 #[repr(C)]
 struct HugeHeader {
-    magic: usize,
+    /// [`LIVE`], [`CACHED`] or [`GONE`]; written by whoever frees, takes
+    /// from the cache or unmaps, and read by any thread's [`lookup`].
+    state: AtomicUsize,
     map_len: usize,
     offset: usize,
 }
@@ -110,7 +125,14 @@ pub fn alloc(size: usize, align: usize) -> Result<HugeGrant, OutOfMemory> {
         if let Some(base) = cache_take(len) {
             stats::add(&COUNTERS.huge_cache_hits, 1);
             stats::add(&COUNTERS.huge_in_use, 1);
-            // SAFETY: the cached mapping is ours, its header intact.
+            // SAFETY: the cached mapping is ours, its header intact; taken
+            // out of the cache, nobody else can reach it until it is live.
+            unsafe {
+                (*base.cast::<HugeHeader>())
+                    .state
+                    .store(LIVE, Ordering::Release)
+            };
+            // SAFETY: as above.
             let p = unsafe { base.add(PAGE_SIZE) };
             // SAFETY: non-null: derived from a mapping address.
             let block = HugeRef(unsafe { NonNull::new_unchecked(p) });
@@ -127,17 +149,22 @@ pub fn alloc(size: usize, align: usize) -> Result<HugeGrant, OutOfMemory> {
     // The header's chunk is 2 MiB aligned; the block, `offset` further on,
     // is aligned to `align` (automatically so when align <= 2 MiB, since
     // offset is then a multiple of align).
-    let Some(base) = os::map_aligned(len, CHUNK_SIZE, offset, align.max(PAGE_SIZE))
-        .filter(|b| registry::set(b.as_ptr() as usize, ChunkKind::Huge))
-    else {
+    let Some(base) = os::map_aligned(len, CHUNK_SIZE, offset, align.max(PAGE_SIZE)) else {
         stats::add(&COUNTERS.map_failures, 1);
         return Err(OutOfMemory);
     };
+    if !registry::set(base.as_ptr() as usize, ChunkKind::Huge) {
+        // Beyond what the registry covers: not ours to hand out, and not
+        // to be kept either.
+        os::unmap(base.as_ptr(), len);
+        stats::add(&COUNTERS.map_failures, 1);
+        return Err(OutOfMemory);
+    }
     let h = base.as_ptr().cast::<HugeHeader>();
     // SAFETY: the mapping is fresh and at least a page long.
     unsafe {
         h.write(HugeHeader {
-            magic: HUGE_MAGIC,
+            state: AtomicUsize::new(LIVE),
             map_len: len,
             offset,
         })
@@ -177,27 +204,39 @@ fn cache_take(len: usize) -> Option<*mut u8> {
     })
 }
 
-/// Finds the huge block that starts exactly at `p`, if there is one.
+/// Finds the live huge block that starts exactly at `p`, if there is one
+/// (a cached mapping is not a block).
 pub(crate) fn lookup(p: usize) -> Option<HugeRef> {
     let header = (p.wrapping_sub(1)) & !(CHUNK_SIZE - 1);
     if registry::kind_of(header) != ChunkKind::Huge {
         return None;
     }
-    // SAFETY: the registry says a live huge mapping starts at `header`.
+    // SAFETY: the registry says a huge mapping of ours starts at `header`
+    // (live or cached: both keep their header mapped).
     let h = unsafe { &*(header as *const HugeHeader) };
-    (h.magic == HUGE_MAGIC && header + h.offset == p).then(|| {
+    (h.state.load(Ordering::Acquire) == LIVE && header + h.offset == p).then(|| {
         // SAFETY: p is non-null (it is above a mapped header).
         HugeRef(unsafe { NonNull::new_unchecked(p as *mut u8) })
     })
 }
 
 /// Frees a huge block: into the cache when it fits there, else to the OS.
+/// Err, and nothing done, when the block is no longer live: a double free
+/// that [`crate::lookup`] let through because it raced this one.
 ///
 /// # Safety
-/// `block` is live and not used after this call.
-pub unsafe fn free(block: HugeRef) {
+/// `block` came from [`crate::lookup`] or [`alloc`], its mapping has not
+/// been unmapped, and the caller gives it up.
+pub unsafe fn free(block: HugeRef) -> Result<(), AlreadyFreed> {
     let h = block.header();
-    // SAFETY: the block is live, so its header is mapped.
+    // SAFETY: the mapping is still ours (caller's contract): the header is
+    // mapped. Whoever moves the state off LIVE owns the mapping from here.
+    let claimed =
+        unsafe { &(*h).state }.compare_exchange(LIVE, CACHED, Ordering::AcqRel, Ordering::Acquire);
+    if claimed.is_err() {
+        return Err(AlreadyFreed);
+    }
+    // SAFETY: as above.
     let (len, offset) = unsafe { ((*h).map_len, (*h).offset) };
     stats::sub(&COUNTERS.huge_in_use, 1);
     let cached = offset == PAGE_SIZE
@@ -218,12 +257,18 @@ pub unsafe fn free(block: HugeRef) {
         unmap(h.cast(), len);
     }
     crate::pool::decay();
+    Ok(())
 }
 
 fn unmap(base: *mut u8, len: usize) {
-    // SAFETY: `base` is the start of one of our huge mappings; clearing the
-    // magic first means a later stale lookup cannot match it.
-    unsafe { (*base.cast::<HugeHeader>()).magic = 0 };
+    // SAFETY: `base` is the start of one of our huge mappings, which the
+    // caller took out of use (freed or out of the cache); marking it gone
+    // first means a later stale lookup cannot match it.
+    unsafe {
+        (*base.cast::<HugeHeader>())
+            .state
+            .store(GONE, Ordering::Release)
+    };
     registry::set(base as usize, ChunkKind::Foreign);
     os::unmap(base, len);
     stats::sub(&COUNTERS.mapped_bytes, len);

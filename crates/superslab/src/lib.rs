@@ -65,7 +65,7 @@ pub mod text;
 pub mod thread_key;
 
 pub use huge::{HugeGrant, HugeRef};
-pub use pool::{alloc_run, alloc_slab, free_run, Grant};
+pub use pool::{alloc_run, alloc_slab, free_run, free_run_once, Grant};
 pub use region::{
     region_canary_secret, region_secret, SlabRecord, SlabRef, SlabState, CLIENT_BYTES,
 };
@@ -92,6 +92,11 @@ const_assert!(SLABS_PER_REGION == 32);
 /// The OS refused memory (or the request could not be represented).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutOfMemory;
+
+/// A block was freed a second time: it had already left the "in use" state
+/// (freed before, or by another free that won a race past [`lookup`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AlreadyFreed;
 
 /// What a pointer is, as far as this layer can tell.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

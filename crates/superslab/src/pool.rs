@@ -11,7 +11,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crate::region::{RegionHeader, SlabRef, SlabState, HEADER_BYTES, REGION_MAGIC, USABLE_MASK};
 use crate::registry::{self, ChunkKind};
 use crate::stats::{self, COUNTERS};
-use crate::{lock::RawLock, os, OutOfMemory, CHUNK_SIZE, SLAB_SHIFT, SLAB_SIZE};
+use crate::{lock::RawLock, os, AlreadyFreed, OutOfMemory, CHUNK_SIZE, SLAB_SHIFT, SLAB_SIZE};
 
 /// Empty regions always kept mapped by default (option
 /// `HAKMEM_RETAINED_REGIONS`), so that a workload hovering at a region
@@ -366,8 +366,30 @@ unsafe fn take(
 /// `slab` came from one of them, has not been given back since, and no
 /// block in it is in use any more.
 pub unsafe fn free_run(slab: SlabRef) {
-    let n = slab.run_len();
     let was_slab = slab.state().contains(SlabState::IN_USE);
+    // SAFETY: caller's contract.
+    unsafe { release_run(slab, was_slab) };
+}
+
+/// Gives back a slab or run that a pointer being freed led to: the same as
+/// [`free_run`], but the slab's state leaves "in use" with one
+/// compare-and-swap first, so that of two frees of one run, racing or not,
+/// exactly one gives it back. Err, and nothing done, for the other.
+///
+/// # Safety
+/// `slab` was a slab or run head in use when [`crate::lookup`] found it,
+/// and the caller gives up its block.
+pub unsafe fn free_run_once(slab: SlabRef) -> Result<(), AlreadyFreed> {
+    let was = slab.claim().ok_or(AlreadyFreed)?;
+    // SAFETY: the claim made this caller the one that gives the run back.
+    unsafe { release_run(slab, was.contains(SlabState::IN_USE)) };
+    Ok(())
+}
+
+/// # Safety
+/// As for [`free_run`]; `was_slab` says whether it was a single slab.
+unsafe fn release_run(slab: SlabRef, was_slab: bool) {
+    let n = slab.run_len();
     let start = slab.index();
     let r = slab.region();
     // Too much free memory resident already? Then this run goes back to the

@@ -203,6 +203,23 @@ impl SlabRef {
         SlabState::from_bits_retain(unsafe { self.0.as_ref() }.state.load(Ordering::Acquire))
     }
 
+    /// Takes a slab or run head out of use: its state goes from what it is
+    /// (in use, or a run's head) to empty, if no one else did so first.
+    /// The state it had, or `None` when it was not in use.
+    pub(crate) fn claim(self) -> Option<SlabState> {
+        // SAFETY: as in `state`.
+        let state = &unsafe { self.0.as_ref() }.state;
+        let now = state.load(Ordering::Acquire);
+        let in_use = SlabState::IN_USE | SlabState::RUN_HEAD;
+        if !SlabState::from_bits_retain(now).intersects(in_use) {
+            return None;
+        }
+        state
+            .compare_exchange(now, 0, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(SlabState::from_bits_retain)
+    }
+
     pub(crate) fn set_state(self, s: SlabState) {
         // SAFETY: as in `state`.
         unsafe { self.0.as_ref() }

@@ -229,7 +229,7 @@ fn lookup_classifies_every_kind_of_pointer() {
     unsafe {
         superslab::free_run(slab);
         superslab::free_run(run);
-        huge::free(h);
+        huge::free(h).expect("a live block");
     }
     assert_eq!(
         lookup(inside),
@@ -268,7 +268,7 @@ fn huge_blocks_honour_any_alignment_and_go_back_to_the_os() {
         unsafe {
             assert_eq!(*b.ptr(), 0xAB);
             assert_eq!(*b.ptr().add(size - 1), 0xCD);
-            huge::free(b);
+            huge::free(b).expect("a live block");
         }
     }
     settle();
@@ -286,7 +286,7 @@ fn impossible_huge_requests_fail_cleanly() {
     // And the layer still works afterwards.
     let g = huge::alloc(4 << 20, 4096).unwrap();
     // SAFETY: handed out just now.
-    unsafe { huge::free(g.block) };
+    unsafe { huge::free(g.block) }.expect("a live block");
 }
 
 #[derive(Clone, Debug)]

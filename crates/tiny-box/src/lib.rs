@@ -13,6 +13,10 @@
 //!   adopt at thread exit) and [`LegacyBackend`] (per-class lists behind a
 //!   lock). Both are always compiled and tested; the `box-refactor` feature
 //!   picks which one is [`SelectedBackend`], the one the layers above use;
+//! - **the free mark** ([`free_mark`]): what makes a freed block
+//!   recognisable as free in every build, so the facade can refuse a
+//!   second free of it; requests of 8 bytes or less get 16-byte blocks, so
+//!   every free block has room for its link and its mark;
 //! - **the batch API** for the layer above: [`SmallBackend::refill`] hands
 //!   out up to N blocks of a class as one [`Chain`], [`SmallBackend::drain`]
 //!   takes a chain back.
@@ -32,12 +36,10 @@
 //! ## Hardened builds (`secure` feature)
 //! Free-list links are encoded with the region's secret and checked on
 //! every read (cheaply: see `hardening` for which check runs where); the
-//! facade marks every freed block with a keyed canary and stops on a second
-//! free (module `hardening`); fresh slabs hand their blocks out in a random
+//! free mark is keyed by the block's address and a region secret
+//! ([`free_mark`]); fresh slabs hand their blocks out in a random
 //! order, shuffled about 8 KiB at a time from a random start so that a
-//! slab only begun stays on its first pages (`slab.rs`); requests of 8
-//! bytes or less get 16-byte blocks, so every free block has room for its
-//! link and its canary.
+//! slab only begun stays on its first pages (`slab.rs`).
 //!
 //! ## May call
 //! `hakmem-superslab` (slabs, the lock, permanent metadata) and `libc`
@@ -50,6 +52,7 @@ extern crate std;
 
 mod block;
 mod box_backend;
+pub mod free_mark;
 #[cfg(feature = "secure")]
 pub mod hardening;
 mod legacy;

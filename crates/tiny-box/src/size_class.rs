@@ -1,6 +1,8 @@
 //! Size classes: which block size serves a request, in constant time.
 //!
-//! Classes: 8 B, then multiples of 16 up to 128 B, then eight classes per
+//! Classes: 8 B (which no request gets: every block has room for its link
+//! and its free mark, see `free_mark`; the layers below the facade still
+//! serve it), then multiples of 16 up to 128 B, then eight classes per
 //! doubling up to [`SMALL_MAX`] (16 KiB). Every class of 16 B or more is a
 //! multiple of 16, so its blocks (which start at multiples of the class
 //! size from a 64 KiB-aligned slab) are 16-byte aligned. Above 128 B a
@@ -41,9 +43,9 @@ const LUT_MAX: usize = 1024;
 /// Class of each request size up to 1 KiB, indexed by `(size + 7) / 8`.
 static SMALL_LUT: [u8; LUT_MAX / 8 + 1] = {
     let mut t = [0u8; LUT_MAX / 8 + 1];
-    // Hardened builds keep a canary in every free block's second word, so
-    // the smallest block they hand out is 16 bytes.
-    let min = if cfg!(feature = "secure") { 16 } else { 1 };
+    // Every free block keeps its free mark in its second word (see
+    // `free_mark`), so the smallest block handed out is 16 bytes.
+    let min = 16;
     let mut i = 0;
     while i <= LUT_MAX / 8 {
         let size = if i * 8 < min { min } else { i * 8 };
@@ -119,12 +121,13 @@ mod tests {
 
     #[test]
     fn every_size_maps_to_the_smallest_fitting_class() {
+        assert_eq!(size_to_class(0), 1, "size 0 gets the smallest 16 B block");
         for size in 1..=SMALL_MAX {
             let c = size_to_class(size);
             assert!(class_size(c) >= size, "size {size} class {c}");
-            // Hardened builds never use the 8 B class.
-            let smallest = if cfg!(feature = "secure") { 1 } else { 0 };
-            if c > smallest {
+            // No request gets the 8 B class (no room for the free mark).
+            assert_ne!(c, 0, "size {size}");
+            if c > 1 {
                 assert!(
                     class_size(c - 1) < size,
                     "size {size} could use class {}",

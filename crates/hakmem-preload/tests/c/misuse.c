@@ -20,10 +20,17 @@ int main(int argc, char **argv) {
     else if (!strcmp(c, "interior")) p = (char *)malloc(256) + 16;
     else if (!strcmp(c, "double-large")) { p = malloc(200000); twice = 1; }
     else if (!strcmp(c, "double-huge")) { p = malloc(40 << 20); twice = 1; }
+    else if (!strcmp(c, "double-small")) { p = malloc(64); twice = 1; }
+    else if (!strcmp(c, "double-cached-huge")) { p = malloc(4 << 20); twice = 1; }
     printf("misuse-address %p\n", p);
     fflush(stdout);
     if (twice) free(p);
     free(p);
+    if (twice) {
+        /* Ignored: the block must still go to one caller only. */
+        char *a = malloc(c[7] == 's' ? 64 : 4 << 20), *b = malloc(c[7] == 's' ? 64 : 4 << 20);
+        if (a == b) { puts("handed out twice"); return 1; }
+    }
     puts("survived");
     return 0;
 }
