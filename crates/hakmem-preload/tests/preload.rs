@@ -40,6 +40,9 @@ fn features() -> (String, String) {
     if cfg!(feature = "fast-path") {
         list.push("fast-path");
     }
+    if cfg!(feature = "secure") {
+        list.push("secure");
+    }
     let name = std::iter::once("hakmem")
         .chain(list.iter().copied())
         .collect::<Vec<_>>()
@@ -415,4 +418,205 @@ fn misuse_case(exe: &Path, case: &str, why: &str, profile: Profile) {
     );
     assert!(stderr.contains("; ignored"), "{what}: {stderr}");
     assert!(stderr.contains(" invalid_frees=1 "), "{what}: {stderr}");
+}
+
+/// What one run of the misuse catalogue (`tests/c/catalogue.c`) showed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Stopped by a signal after the misuse: caught (`report` says whether
+    /// hakmem's report named the address).
+    Caught { report: bool },
+    /// The program's own verdict (see catalogue.c).
+    Verdict(&'static str),
+    /// Died before reaching the misuse, or printed nothing it should.
+    Broken,
+    /// Still running after the time limit (a cycle in a free list, say).
+    Hung,
+}
+
+/// Runs `cmd` to its end, or kills it after `limit` (None then).
+fn output_within(cmd: &mut Command, limit: std::time::Duration) -> Option<Output> {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return Some(child.wait_with_output().unwrap());
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// The catalogue's cases, by class; the sizes each runs at.
+const CATALOGUE: &[(&str, &[usize])] = &[
+    ("double-immediate", &ALL_SIZES),
+    ("double-delayed", &ALL_SIZES),
+    ("double-interleaved", &ALL_SIZES),
+    ("double-after-reuse", &ALL_SIZES),
+    ("invalid-stack", &[32]),
+    ("invalid-alloca", &[32, 4096]),
+    ("invalid-static", &[32]),
+    ("invalid-interior-aligned", &ALL_SIZES),
+    ("invalid-interior-unaligned", &ALL_SIZES),
+    ("invalid-just-below", &ALL_SIZES),
+    ("invalid-just-above", &ALL_SIZES),
+    ("invalid-far-away", &ALL_SIZES),
+    ("overflow-1-store", &ALL_SIZES),
+    ("overflow-32-memcpy", &ALL_SIZES),
+    ("underflow-1-store", &ALL_SIZES),
+    ("underflow-32-memset", &ALL_SIZES),
+    ("overflow-1mib", &ALL_SIZES),
+    ("write-after-free", &ALL_SIZES),
+    ("write-after-free-reuse", &ALL_SIZES),
+    ("read-after-free", &ALL_SIZES),
+    ("reuse-malloc", &ALL_SIZES),
+    ("reuse-realloc", &ALL_SIZES),
+    ("zero-size-write", &[0]),
+    ("zero-size-read", &[0]),
+    ("impossible-size", &[0]),
+];
+
+/// Small, medium, large (a run of slabs) and huge (a mapping the huge
+/// cache keeps).
+const ALL_SIZES: [usize; 4] = [32, 4096, 256 << 10, 4 << 20];
+
+/// Runs `catalogue CASE SIZE` with `preload` (None: glibc).
+fn catalogue_run(exe: &Path, case: &str, size: usize, preload: Option<&Path>) -> Outcome {
+    use std::os::unix::process::ExitStatusExt;
+    let mut cmd = Command::new(exe);
+    cmd.arg(case).arg(size.to_string());
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("HAKMEM_") {
+            cmd.env_remove(var);
+        }
+    }
+    cmd.env_remove("LD_PRELOAD");
+    if let Some(lib) = preload {
+        cmd.env("LD_PRELOAD", lib);
+    }
+    let Some(out) = output_within(&mut cmd, std::time::Duration::from_secs(20)) else {
+        return Outcome::Hung;
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !stdout.contains("reached") {
+        return Outcome::Broken;
+    }
+    if out.status.signal().is_some() {
+        let addr = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("misuse-address "))
+            .and_then(|a| usize::from_str_radix(a.trim_start_matches("0x"), 16).ok());
+        let report = addr
+            .is_some_and(|a| stderr.contains(&format!("hakmem: invalid free({a:#018x})")))
+            || stderr.contains("hakmem: heap corruption detected");
+        return Outcome::Caught { report };
+    }
+    const WORDS: [&str; 7] = [
+        "undetected",
+        "stale",
+        "clean",
+        "reused",
+        "delayed",
+        "enomem",
+        "bad",
+    ];
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("verdict: "))
+        .and_then(|v| WORDS.iter().find(|w| **w == v.trim()))
+        .map_or(Outcome::Broken, |w| Outcome::Verdict(w))
+}
+
+/// What this build must do with each case (None: whatever it does is
+/// recorded in RELIABILITY.md, not required here).
+fn catalogue_expectation(case: &str, size: usize) -> Option<Outcome> {
+    let caught = Outcome::Caught { report: true };
+    match case {
+        // The block was handed out again: the second free frees the new
+        // owner's block, which nothing can tell from a valid free.
+        "double-after-reuse" => None,
+        // So is a freed run whose first slab the next small slab took
+        // (the delaying allocations need one): see RELIABILITY.md.
+        "double-delayed" if size > 16 << 10 && size <= 1 << 20 => None,
+        c if c.starts_with("double-") || c.starts_with("invalid-") => Some(caught),
+        "impossible-size" => Some(Outcome::Verdict("enomem")),
+        _ => None,
+    }
+}
+
+/// The misuse catalogue under this build's libhakmem.so: every double free
+/// (while the block waits freed) and every invalid free is reported with
+/// its address and aborts; impossible requests give NULL and ENOMEM.
+#[test]
+fn misuse_catalogue() {
+    if !have("cc") {
+        eprintln!("note: no cc, catalogue skipped");
+        return;
+    }
+    let exe = program("catalogue.c", "cc", &["-O0", "-fno-builtin"]);
+    let lib = library_of(Profile::Release);
+    let mut wrong = Vec::new();
+    for (case, sizes) in CATALOGUE {
+        for &size in *sizes {
+            let got = catalogue_run(&exe, case, size, Some(lib));
+            if got == Outcome::Broken {
+                wrong.push(format!("{case} {size}: broken run"));
+            }
+            if let Some(want) = catalogue_expectation(case, size) {
+                if got != want {
+                    wrong.push(format!("{case} {size}: {got:?}, want {want:?}"));
+                }
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "catalogue:\n{}", wrong.join("\n"));
+}
+
+/// Prints the catalogue as a markdown table for the allocators in
+/// `HAKMEM_CATALOGUE_LIBS` (`name=path,name=path`; `glibc=` for none):
+/// how RELIABILITY.md's table is made. `cargo test -p hakmem-preload
+/// --release --test preload -- --ignored catalogue_table --nocapture`.
+#[test]
+#[ignore]
+fn catalogue_table() {
+    let exe = program("catalogue.c", "cc", &["-O0", "-fno-builtin"]);
+    let libs = std::env::var("HAKMEM_CATALOGUE_LIBS").unwrap_or_default();
+    let libs: Vec<(&str, Option<PathBuf>)> = libs
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let (name, path) = s.split_once('=').unwrap();
+            (name, (!path.is_empty()).then(|| PathBuf::from(path)))
+        })
+        .collect();
+    let cell = |o: Outcome| match o {
+        Outcome::Caught { report: true } => "**caught** (report)".to_string(),
+        Outcome::Caught { report: false } => "**caught** (signal)".to_string(),
+        Outcome::Verdict("undetected") => "not detected".to_string(),
+        Outcome::Verdict(w) => w.to_string(),
+        Outcome::Broken => "crash before".to_string(),
+        Outcome::Hung => "hangs".to_string(),
+    };
+    let names: Vec<&str> = libs.iter().map(|l| l.0).collect();
+    println!("| misuse | size | {} |", names.join(" | "));
+    println!("|---|---:|{}", "---|".repeat(libs.len()));
+    for (case, sizes) in CATALOGUE {
+        for &size in *sizes {
+            let cells: Vec<String> = libs
+                .iter()
+                .map(|(_, lib)| cell(catalogue_run(&exe, case, size, lib.as_deref())))
+                .collect();
+            println!("| {case} | {size} | {} |", cells.join(" | "));
+        }
+    }
 }
