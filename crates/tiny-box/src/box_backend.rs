@@ -13,12 +13,20 @@
 //! a class adopt an abandoned one before asking the superslab for more.
 //! Remote frees to an abandoned slab land on its remote list as usual and
 //! are collected by whoever adopts it (or by [`BoxBackend::trim`]).
+//!
+//! A thread whose exit hook already ran (a later pthread-key destructor
+//! allocating) gets a heap for one call at a time, abandoned again before
+//! the call returns (`with_heap`; why, in `thread_exit.rs`).
+//!
+//! In the child of `fork`, [`SmallBackend::postfork_child`] finishes the
+//! hand-offs of freers that `fork` left behind in the child's one heap
+//! (`remote.rs`, "Fork").
 
 use core::cell::{Cell, UnsafeCell};
 use core::ptr;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::sync::AtomicPtr;
+use crate::sync::{AtomicPtr, Backoff};
 
 use hakmem_superslab::{lock::RawLock, meta};
 
@@ -100,29 +108,10 @@ impl SmallBackend for BoxBackend {
     }
 
     fn refill(class: usize, max: usize) -> Chain {
-        let mut out = Chain::new();
-        let Some(heap) = heap_or_attach() else {
-            return out;
-        };
-        while out.len < max {
-            // SAFETY: our own heap.
-            let mut s = unsafe { (*heap).partial[class].head };
-            if s.is_null() {
-                // SAFETY: our own heap.
-                s = unsafe { find_slab(heap, class) };
-                if s.is_null() {
-                    break;
-                }
-            }
-            // SAFETY: a partial slab of our own heap.
-            let m = unsafe { &mut *s };
-            m.take_into(&mut out, max);
-            if out.len < max {
-                // SAFETY: s is the exhausted head of our partial list.
-                unsafe { retire(heap, s) };
-            }
-        }
-        out
+        with_heap(Chain::new(), |heap| {
+            // SAFETY: the heap is this thread's for the call.
+            unsafe { refill_from(heap, class, max) }
+        })
     }
 
     unsafe fn drain(chain: Chain, class: usize) {
@@ -196,6 +185,63 @@ impl SmallBackend for BoxBackend {
     fn postfork_child() {
         HEAP_POOL.lock.reset_after_fork();
         ABANDONED.lock.reset_after_fork();
+        let heap = current_heap();
+        if !heap.is_null() {
+            // SAFETY: the heap of the calling thread, the child's only one.
+            unsafe { repair_after_fork(heap) };
+        }
+    }
+}
+
+/// Up to `max` blocks of `class` from `heap`.
+///
+/// # Safety
+/// `heap` is the calling thread's (for this call, if a late one).
+unsafe fn refill_from(heap: *mut Heap, class: usize, max: usize) -> Chain {
+    let mut out = Chain::new();
+    while out.len < max {
+        // SAFETY: our own heap.
+        let mut s = unsafe { (*heap).partial[class].head };
+        if s.is_null() {
+            // SAFETY: our own heap.
+            s = unsafe { find_slab(heap, class) };
+            if s.is_null() {
+                break;
+            }
+        }
+        // SAFETY: a partial slab of our own heap.
+        let m = unsafe { &mut *s };
+        m.take_into(&mut out, max);
+        if out.len < max {
+            // SAFETY: s is the exhausted head of our partial list.
+            unsafe { retire(heap, s) };
+        }
+    }
+    out
+}
+
+/// In the child of `fork`: finishes, for every slab of `heap`, the
+/// hand-off of a freer that `fork` left inside it (`remote.rs`, "Fork").
+/// Only the calling thread's heap needs it: the parent's other threads'
+/// heaps have no thread in the child, and no abandoned slab is ever BUSY
+/// (`abandon_heap` waits BUSY out before it lets a slab go).
+///
+/// # Safety
+/// `heap` is the calling thread's, and the calling thread the only one.
+#[cold]
+unsafe fn repair_after_fork(heap: *mut Heap) {
+    // SAFETY: caller's contract.
+    let h = unsafe { &mut *heap };
+    for class in 0..NUM_CLASSES {
+        for list in [&h.partial[class], &h.full[class]] {
+            let mut s = list.head;
+            while !s.is_null() {
+                // SAFETY: slabs on our lists are ours.
+                let m = unsafe { &mut *s };
+                remote::repair_after_fork(m, &h.pending);
+                s = m.next;
+            }
+        }
     }
 }
 
@@ -211,9 +257,17 @@ fn count_remote_frees(heap: *mut Heap, n: usize) {
 #[cold]
 #[inline(never)]
 fn alloc_slow(class: usize) -> *mut u8 {
-    let Some(heap) = heap_or_attach() else {
-        return ptr::null_mut();
-    };
+    with_heap(ptr::null_mut(), |heap| {
+        // SAFETY: the heap is this thread's for the call.
+        unsafe { alloc_from(heap, class) }
+    })
+}
+
+/// One block of `class` from `heap`; null when out of memory.
+///
+/// # Safety
+/// `heap` is the calling thread's (for this call, if a late one).
+unsafe fn alloc_from(heap: *mut Heap, class: usize) -> *mut u8 {
     loop {
         // SAFETY: our own heap.
         let mut s = unsafe { (*heap).partial[class].head };
@@ -379,27 +433,45 @@ unsafe fn process_pending(heap: *mut Heap) {
     }
 }
 
+/// Runs `f` with the calling thread's heap, attaching one on the thread's
+/// first use; `none` when no heap can be had. A thread whose exit hook ran
+/// already gets a heap for this call only: it is abandoned again before
+/// this returns, so nothing stays with a thread that no hook will visit
+/// again (see `thread_exit.rs`).
 #[inline]
-fn heap_or_attach() -> Option<*mut Heap> {
+fn with_heap<R>(none: R, f: impl FnOnce(*mut Heap) -> R) -> R {
     let h = current_heap();
     if h.is_null() {
-        attach()
+        with_new_heap(none, f)
     } else {
-        Some(h)
+        f(h)
     }
 }
 
 #[cold]
-fn attach() -> Option<*mut Heap> {
-    let heap = HEAP_POOL.take().or_else(|| {
+#[inline(never)]
+fn with_new_heap<R>(none: R, f: impl FnOnce(*mut Heap) -> R) -> R {
+    let Some(heap) = take_heap() else {
+        return none;
+    };
+    if crate::thread_exit::exited() {
+        let r = f(heap);
+        abandon_heap(heap);
+        return r;
+    }
+    HEAP.with(|h| h.set(heap));
+    crate::thread_exit::register(heap.cast());
+    f(heap)
+}
+
+/// A pooled heap, or a new one.
+fn take_heap() -> Option<*mut Heap> {
+    HEAP_POOL.take().or_else(|| {
         let p = meta::alloc_permanent(core::mem::size_of::<Heap>(), 64).ok()?;
         stats::heap_created();
         // Zeroed memory is a valid empty heap: null lists, null pending.
         Some(p.as_ptr().cast::<Heap>())
-    })?;
-    HEAP.with(|h| h.set(heap));
-    crate::thread_exit::register(heap.cast());
-    Some(heap)
+    })
 }
 
 /// Gives up the heap of an exiting thread. Called from the thread-exit hook
@@ -432,11 +504,11 @@ pub(crate) fn abandon_heap(heap: *mut Heap) {
         }
     }
     // 2. Wait for the slabs already queued to arrive, and take them off.
+    let mut backoff = Backoff::new();
     while queued > 0 {
         let mut s = h.pending.swap(ptr::null_mut(), Ordering::Acquire);
         if s.is_null() {
-            // SAFETY: sched_yield has no preconditions.
-            unsafe { libc::sched_yield() };
+            backoff.snooze();
         }
         while !s.is_null() {
             // SAFETY: slabs on our pending stack are ours.
@@ -447,12 +519,14 @@ pub(crate) fn abandon_heap(heap: *mut Heap) {
         }
     }
     // 3. Release what is empty; gather the rest, per class, and hand it to
-    //    the abandoned lists in one lock round-trip.
+    //    the abandoned lists in one lock round-trip. The partial slabs go
+    //    last, so they head the chain: adopters (which look at a few slabs
+    //    only) meet slabs with room first, not full ones.
     let mut left: [(*mut SlabMeta, *mut SlabMeta); NUM_CLASSES] =
         [(ptr::null_mut(), ptr::null_mut()); NUM_CLASSES];
     let mut abandoned = 0;
     for (class, kept) in left.iter_mut().enumerate() {
-        for list in [&mut h.partial[class], &mut h.full[class]] {
+        for list in [&mut h.full[class], &mut h.partial[class]] {
             loop {
                 let s = list.head;
                 if s.is_null() {
@@ -690,5 +764,150 @@ impl HeapPool {
                 *self.head.get() = h;
             }
         });
+    }
+}
+
+/// The child's repair of hand-offs that `fork` cut short (`remote.rs`,
+/// "Fork"), without forking: a freer's state at the fork is built by hand
+/// on a real heap, then the repair runs and the heap's thread goes on and
+/// abandons the heap as its exit hook would (which disarms and waits out
+/// every slab: a stale BUSY, or a slab announced but never queued, hangs
+/// there). The abandon runs before the thread's end, not in its exit hook,
+/// so that a hang is seen: `JoinHandle::is_finished` turns true before
+/// pthread-key destructors run.
+#[cfg(all(test, not(loom)))]
+mod fork_repair {
+    extern crate std;
+
+    use std::sync::mpsc;
+    use std::thread;
+    use std::time::Duration;
+
+    use core::ptr;
+    use core::sync::atomic::Ordering;
+
+    use super::{abandon_heap, current_heap, process_pending, repair_after_fork, BoxBackend, Heap};
+    use crate::remote::{self, BUSY};
+    use crate::size_class::{blocks_per_slab, NUM_CLASSES};
+    use crate::slab::{Notify, SlabList, SlabMeta};
+    use crate::SmallBackend;
+
+    const CLASS: usize = NUM_CLASSES - 1;
+
+    /// Where the vanished freer was when the parent forked.
+    #[derive(Clone, Copy)]
+    enum Cut {
+        /// NOTIFY consumed, the slab not yet on the pending stack.
+        BeforeAnnounce,
+        /// On the pending stack, BUSY not yet cleared.
+        BeforeBusyClear,
+        /// As above, and the owner has taken the slab off the stack since.
+        AfterOwnerTookIt,
+    }
+
+    fn times_on_pending(h: *mut Heap, s: *mut SlabMeta) -> usize {
+        let mut n = 0;
+        // SAFETY: the heap is the calling thread's.
+        let mut p = unsafe { &*h }.pending.load(Ordering::Acquire);
+        while !p.is_null() {
+            n += usize::from(p == s);
+            // SAFETY: slabs on a pending stack are live.
+            p = unsafe { &*p }.pending_next.load(Ordering::Relaxed);
+        }
+        n
+    }
+
+    /// Runs the scenario on a thread of its own; fails if that thread does
+    /// not finish (its heap abandoned) within a few seconds.
+    fn run(cut: Cut) {
+        let (tx, rx) = mpsc::channel();
+        let t = thread::spawn(move || {
+            let n = blocks_per_slab(CLASS);
+            let mut blocks = [ptr::null_mut::<u8>(); 16];
+            // One slab's worth and one more: the first slab is armed.
+            for b in blocks.iter_mut().take(n + 1) {
+                *b = BoxBackend::alloc(CLASS);
+                assert!(!b.is_null());
+            }
+            let heap = current_heap();
+            // SAFETY: blocks[0] is a block of ours, out.
+            let s = unsafe { SlabMeta::of(blocks[0]) };
+            {
+                // SAFETY: our own slab.
+                let m = unsafe { &*s };
+                assert_eq!((m.list, m.notify), (SlabList::Full, Notify::Armed));
+            }
+            // The freer that `fork` leaves behind frees blocks[0].
+            // SAFETY: blocks[0] is given up (to the vanished freer).
+            let consumed = unsafe { remote::push_chain(s, blocks[0].cast(), blocks[0].cast(), 1) };
+            assert!(consumed, "the armed slab's NOTIFY was consumed");
+            // SAFETY: the heap is ours.
+            let pending = unsafe { &(*heap).pending };
+            match cut {
+                Cut::BeforeAnnounce => {}
+                Cut::BeforeBusyClear => remote::push_pending(pending, s),
+                Cut::AfterOwnerTookIt => {
+                    remote::push_pending(pending, s);
+                    // SAFETY: our own heap.
+                    unsafe { process_pending(heap) };
+                }
+            }
+            // The child's post-fork handler.
+            // SAFETY: our heap; no other thread touches it.
+            unsafe { repair_after_fork(heap) };
+            // SAFETY: our own slab.
+            let m = unsafe { &*s };
+            assert_eq!(m.remote.load(Ordering::Relaxed) & BUSY, 0, "BUSY left set");
+            let queued = times_on_pending(heap, s);
+            match cut {
+                Cut::AfterOwnerTookIt => assert_eq!(queued, 0, "queued again"),
+                _ => assert_eq!(queued, 1, "the slab must be queued exactly once"),
+            }
+            // The thread goes on: everything back, a few slabs' worth of
+            // allocation through the slab, then exit.
+            for &b in &blocks[1..=n] {
+                // SAFETY: our blocks, out, freed once.
+                unsafe { BoxBackend::free(b) };
+            }
+            for _ in 0..4 {
+                for b in blocks.iter_mut().take(n) {
+                    *b = BoxBackend::alloc(CLASS);
+                    assert!(!b.is_null());
+                }
+                for &b in &blocks[..n] {
+                    // SAFETY: as above.
+                    unsafe { BoxBackend::free(b) };
+                }
+            }
+            tx.send(()).expect("send");
+            // What the exit hook does; then the hook only merges counters.
+            abandon_heap(heap);
+            crate::thread_exit::register_counters_only();
+            tx.send(()).expect("send");
+        });
+        let wait = |what: &str| match rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(()) => {}
+            // The scenario's asserts fail with a disconnect, at once.
+            Err(mpsc::RecvTimeoutError::Disconnected) => panic!("the scenario failed {what}"),
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("the thread hung {what}"),
+        };
+        wait("before giving up its heap");
+        wait("abandoning its heap");
+        t.join().expect("the scenario's asserts");
+    }
+
+    #[test]
+    fn a_freer_cut_off_before_announcing_is_announced_by_the_child() {
+        run(Cut::BeforeAnnounce);
+    }
+
+    #[test]
+    fn a_freer_cut_off_before_clearing_busy_has_busy_cleared_by_the_child() {
+        run(Cut::BeforeBusyClear);
+    }
+
+    #[test]
+    fn a_slab_the_owner_already_took_is_not_queued_again() {
+        run(Cut::AfterOwnerTookIt);
     }
 }

@@ -22,10 +22,33 @@
 //!
 //! Freers only push; the owner takes the whole list with one `fetch_and`
 //! that keeps the flags. Pushing and taking-all has no ABA problem.
+//!
+//! Every wait here (an owner waiting for BUSY to clear) is a
+//! [`Backoff`]: a bounded spin, then yields, then sleeps, so that an owner
+//! of higher priority leaves the CPU to a freer preempted inside its window
+//! (see `sync.rs`).
+//!
+//! ## Fork
+//! The hand-off is lock-free, so `fork` can copy a freer that is inside
+//! it; in the child that thread does not exist and never finishes. A freer
+//! is in one of these states, seen in the copied memory:
+//! 1. before its CAS: nothing of it is visible (its blocks stay out, as
+//!    blocks a vanished thread held always do);
+//! 2. CAS done without consuming NOTIFY, or BUSY already cleared: done;
+//! 3. NOTIFY consumed (BUSY set), the slab not yet on the pending stack;
+//! 4. the slab on the pending stack, BUSY still set.
+//!
+//! The chain it pushed is on the remote list in 3 and 4 alike. What is
+//! left undone is the announcement (in 3) and the BUSY clear (3 and 4);
+//! [`repair_after_fork`] does both for the slabs of the child's one heap,
+//! telling 3 from 4 by the owner's own state and its pending stack: a slab
+//! the owner already took off the stack (its `notify` is back to Idle) or
+//! one still on it is not pushed again, so a slab is never queued twice.
 
+use core::ptr;
 use core::sync::atomic::Ordering;
 
-use crate::sync::{spin_wait, AtomicPtr};
+use crate::sync::{AtomicPtr, Backoff};
 
 use crate::block::Block;
 use crate::slab::{Notify, SlabMeta};
@@ -49,6 +72,25 @@ static_assertions::const_assert!(
 /// The blocks belong to `slab`, are out of it, and are given up by the
 /// caller. `slab` is live (it is, while it has blocks out).
 pub(crate) unsafe fn push(slab: *mut SlabMeta, head: *mut Block, tail: *mut Block, n: usize) {
+    // SAFETY: the caller's contract.
+    if unsafe { push_chain(slab, head, tail, n) } {
+        // SAFETY: we consumed NOTIFY and set BUSY just now.
+        unsafe { announce(slab) };
+    }
+}
+
+/// The first half of [`push`]: the chain onto the remote list, with one
+/// CAS. True when that CAS consumed NOTIFY (and set BUSY): then the caller
+/// must [`announce`] the slab.
+///
+/// # Safety
+/// As for [`push`].
+pub(crate) unsafe fn push_chain(
+    slab: *mut SlabMeta,
+    head: *mut Block,
+    tail: *mut Block,
+    n: usize,
+) -> bool {
     debug_assert_eq!(head as usize & !ADDRESS, 0, "block address above 48 bits");
     // SAFETY: the slab is live; only atomic fields are touched here.
     let s = unsafe { &*slab };
@@ -63,33 +105,81 @@ pub(crate) unsafe fn push(slab: *mut SlabMeta, head: *mut Block, tail: *mut Bloc
             new = (new & !NOTIFY) | BUSY;
         }
         // AcqRel, not just Release: when this CAS consumes NOTIFY it must
-        // also acquire the owner's arming CAS, so that the `owner` load
-        // below sees the heap that armed it (loom found a stale owner with
-        // Release alone; x86's locked CAS hides the difference).
+        // also acquire the owner's arming CAS, so that the `owner` load in
+        // `announce` sees the heap that armed it (loom found a stale owner
+        // with Release alone; x86's locked CAS hides the difference).
         match s
             .remote
             .compare_exchange_weak(old, new, Ordering::AcqRel, Ordering::Relaxed)
         {
-            Ok(_) => break,
+            Ok(_) => return old & NOTIFY != 0,
             Err(seen) => old = seen,
         }
     }
-    if old & NOTIFY != 0 {
-        // We consumed NOTIFY: the owner cannot change while BUSY is set.
-        let heap = s.owner.load(Ordering::Acquire);
-        // SAFETY: an armed slab's owner is a live heap (heaps are never
-        // freed), and `pending` sits at the heap's start (see box_backend).
-        let pending = unsafe { &*heap.cast::<AtomicPtr<SlabMeta>>() };
-        let mut top = pending.load(Ordering::Relaxed);
-        loop {
-            s.pending_next.store(top, Ordering::Relaxed);
-            match pending.compare_exchange_weak(top, slab, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => break,
-                Err(seen) => top = seen,
-            }
+}
+
+/// The second half of [`push`]: the slab onto its owner heap's pending
+/// stack, then BUSY cleared.
+///
+/// # Safety
+/// The caller's [`push_chain`] consumed the slab's NOTIFY and set BUSY.
+pub(crate) unsafe fn announce(slab: *mut SlabMeta) {
+    // SAFETY: the slab is live (BUSY keeps it from being released).
+    let s = unsafe { &*slab };
+    // We consumed NOTIFY: the owner cannot change while BUSY is set.
+    let heap = s.owner.load(Ordering::Acquire);
+    // SAFETY: an armed slab's owner is a live heap (heaps are never
+    // freed), and `pending` sits at the heap's start (see box_backend).
+    let pending = unsafe { &*heap.cast::<AtomicPtr<SlabMeta>>() };
+    push_pending(pending, slab);
+    s.remote.fetch_and(!BUSY, Ordering::Release);
+}
+
+/// Pushes `slab` onto the pending stack `pending`.
+pub(crate) fn push_pending(pending: &AtomicPtr<SlabMeta>, slab: *mut SlabMeta) {
+    // SAFETY: the slab is live; `pending_next` is atomic.
+    let s = unsafe { &*slab };
+    let mut top = pending.load(Ordering::Relaxed);
+    loop {
+        s.pending_next.store(top, Ordering::Relaxed);
+        match pending.compare_exchange_weak(top, slab, Ordering::Release, Ordering::Relaxed) {
+            Ok(_) => break,
+            Err(seen) => top = seen,
         }
-        s.remote.fetch_and(!BUSY, Ordering::Release);
     }
+}
+
+/// In the child of `fork`: finishes the work of a freer that was inside the
+/// hand-off of `s` when the parent forked (see the module docs). `pending`
+/// is the pending stack of `s`'s owner heap, the child's one heap, whose
+/// thread is running this; no other thread exists.
+pub(crate) fn repair_after_fork(s: &mut SlabMeta, pending: &AtomicPtr<SlabMeta>) {
+    if s.remote.load(Ordering::Acquire) & BUSY == 0 {
+        return;
+    }
+    // BUSY is set only by a freer that consumed NOTIFY, and `arm` waits for
+    // BUSY to clear before setting NOTIFY again: so the owner has not armed
+    // the slab since. Idle means it took the slab off the pending stack
+    // already (state 4 of the module docs, announced and processed).
+    if s.notify != Notify::Idle && !on_stack(pending, s) {
+        // State 3: announce it as the freer would have.
+        push_pending(pending, s);
+    }
+    s.remote.fetch_and(!BUSY, Ordering::Release);
+}
+
+/// True when `s` is on the pending stack `pending`.
+fn on_stack(pending: &AtomicPtr<SlabMeta>, s: &SlabMeta) -> bool {
+    let target: *const SlabMeta = s;
+    let mut p = pending.load(Ordering::Acquire);
+    while !p.is_null() {
+        if ptr::eq(p, target) {
+            return true;
+        }
+        // SAFETY: slabs on a pending stack are live: released only off it.
+        p = unsafe { &*p }.pending_next.load(Ordering::Relaxed);
+    }
+    false
 }
 
 /// Moves every remotely freed block onto the local free list; returns how
@@ -143,6 +233,7 @@ pub(crate) fn arm(s: &mut SlabMeta) -> bool {
         // Already on the pending stack: it will come back from there.
         return true;
     }
+    let mut backoff = Backoff::new();
     loop {
         let w = s.remote.load(Ordering::Acquire);
         if w & ADDRESS != 0 {
@@ -152,7 +243,7 @@ pub(crate) fn arm(s: &mut SlabMeta) -> bool {
         }
         if w & BUSY != 0 {
             // A freer that consumed an earlier NOTIFY is finishing its push.
-            spin_wait();
+            backoff.snooze();
             continue;
         }
         if s.remote
@@ -193,14 +284,9 @@ pub(crate) fn disarm(s: &mut SlabMeta) {
 
 /// Waits until no freer is between consuming NOTIFY and finishing its push.
 pub(crate) fn wait_not_busy(s: &SlabMeta) {
+    let mut backoff = Backoff::new();
     while s.remote.load(Ordering::Acquire) & BUSY != 0 {
-        spin_wait();
-        #[cfg(not(loom))]
-        // SAFETY: sched_yield has no preconditions; the freer we wait for
-        // may be preempted on an oversubscribed machine.
-        unsafe {
-            libc::sched_yield()
-        };
+        backoff.snooze();
     }
 }
 
@@ -336,6 +422,7 @@ mod loom_models {
                 // A freer consumed NOTIFY: the slab must arrive, once.
                 // SAFETY: the fake heap lives for the whole model.
                 let pending = unsafe { &(*heap).pending };
+                let mut backoff = crate::sync::Backoff::new();
                 while seen == 0 {
                     let mut p = pending.swap(ptr::null_mut(), Ordering::Acquire);
                     while !p.is_null() {
@@ -344,7 +431,7 @@ mod loom_models {
                         // SAFETY: slabs on the stack are live.
                         p = unsafe { (*p).pending_next.load(Ordering::Relaxed) };
                     }
-                    crate::sync::spin_wait();
+                    backoff.snooze();
                 }
                 m.notify = Notify::Idle;
             }
@@ -513,5 +600,178 @@ mod counted_stack {
         assert_eq!(m.used, 0);
         // SAFETY: empty, on no list, ours.
         unsafe { release_slab(s) };
+    }
+}
+
+/// An owner of real-time priority waiting on BUSY, with the freer it waits
+/// for preempted on the same CPU: the owner must give way. Spinning (or
+/// `sched_yield`, which does not let a lower priority run) would hold the
+/// CPU until the kernel's real-time throttling, if any, steps in (up to
+/// 0.95 s of every second); the watchdog clears BUSY itself after
+/// `PATIENCE` and fails the test. Skipped where `SCHED_FIFO` or two CPUs
+/// cannot be had.
+#[cfg(all(test, not(loom)))]
+mod fifo_owner {
+    extern crate std;
+
+    use std::eprintln;
+    use std::sync::atomic::{AtomicBool, AtomicU8};
+    use std::sync::Mutex;
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    use core::ptr;
+    use core::sync::atomic::Ordering;
+
+    use super::{arm, disarm, wait_not_busy, BUSY};
+    use crate::slab::{new_slab, release_slab, SlabMeta};
+
+    const PATIENCE: Duration = Duration::from_millis(300);
+
+    /// One real-time test at a time: they share a CPU.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    /// The first two CPUs this process may run on.
+    fn two_cpus() -> Option<(usize, usize)> {
+        // SAFETY: cpu_set_t is plain bits; zeroed is the empty set.
+        let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
+        // SAFETY: a valid cpu_set_t of the size passed.
+        if unsafe { libc::sched_getaffinity(0, core::mem::size_of_val(&set), &mut set) } != 0 {
+            return None;
+        }
+        let mut cpus = (0..libc::CPU_SETSIZE as usize).filter(|&c| {
+            // SAFETY: c is below CPU_SETSIZE.
+            unsafe { libc::CPU_ISSET(c, &set) }
+        });
+        Some((cpus.next()?, cpus.next()?))
+    }
+
+    /// Pins the calling thread to `cpu`.
+    fn pin(cpu: usize) -> bool {
+        // SAFETY: as above.
+        let mut set: libc::cpu_set_t = unsafe { core::mem::zeroed() };
+        // SAFETY: cpu is below CPU_SETSIZE (it came from the affinity mask).
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+        // SAFETY: a valid cpu_set_t of the size passed; 0 is this thread.
+        unsafe { libc::sched_setaffinity(0, core::mem::size_of_val(&set), &set) == 0 }
+    }
+
+    /// Sets the calling thread's policy (priority 1 for SCHED_FIFO).
+    fn set_policy(policy: libc::c_int) -> bool {
+        let param = libc::sched_param {
+            sched_priority: if policy == libc::SCHED_FIFO { 1 } else { 0 },
+        };
+        // SAFETY: our own thread and a valid sched_param.
+        unsafe { libc::pthread_setschedparam(libc::pthread_self(), policy, &param) == 0 }
+    }
+
+    #[derive(Clone, Copy)]
+    struct Slab(*mut SlabMeta);
+    // SAFETY: the threads below touch only the slab's atomic `remote` word,
+    // except the owner, which holds the slab.
+    unsafe impl Send for Slab {}
+
+    /// Runs `wait` as a SCHED_FIFO owner while a preempted freer on the
+    /// same CPU holds BUSY. Returns how long the wait took and whether the
+    /// watchdog had to end it, or None when the test cannot run here.
+    fn fifo_owner_waits(wait: fn(&mut SlabMeta)) -> Option<(Duration, bool)> {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let (shared_cpu, watchdog_cpu) = two_cpus()?;
+        if !pin(watchdog_cpu) {
+            return None;
+        }
+        let s = Slab(new_slab(4, ptr::null_mut()).expect("a slab"));
+        // A freer inside its window: NOTIFY consumed, BUSY set.
+        // SAFETY: the slab is this test's; `remote` is atomic.
+        unsafe { &*s.0 }.remote.store(BUSY, Ordering::Relaxed);
+
+        // 0: starting, 1: freer ready, 2: owner could not go real-time,
+        // 3: owner real-time, waiting.
+        static STAGE: AtomicU8 = AtomicU8::new(0);
+        static DONE: AtomicBool = AtomicBool::new(false);
+        STAGE.store(0, Ordering::SeqCst);
+        DONE.store(false, Ordering::SeqCst);
+
+        let freer = thread::spawn(move || {
+            let s = s;
+            if !pin(shared_cpu) {
+                STAGE.store(2, Ordering::SeqCst);
+                return;
+            }
+            STAGE.store(1, Ordering::SeqCst);
+            // Runnable, on the owner's CPU, until the owner is waiting.
+            while STAGE.load(Ordering::SeqCst) < 2 {
+                core::hint::spin_loop();
+            }
+            // SAFETY: as above.
+            unsafe { &*s.0 }.remote.fetch_and(!BUSY, Ordering::Release);
+        });
+        let owner = thread::spawn(move || {
+            let s = s;
+            if !pin(shared_cpu) {
+                STAGE.store(2, Ordering::SeqCst);
+                return None;
+            }
+            while STAGE.load(Ordering::SeqCst) == 0 {
+                thread::yield_now();
+            }
+            if STAGE.load(Ordering::SeqCst) != 1 || !set_policy(libc::SCHED_FIFO) {
+                STAGE.store(2, Ordering::SeqCst);
+                return None;
+            }
+            let start = Instant::now();
+            STAGE.store(3, Ordering::SeqCst);
+            // SAFETY: the owner holds the slab.
+            wait(unsafe { &mut *s.0 });
+            let took = start.elapsed();
+            DONE.store(true, Ordering::SeqCst);
+            set_policy(libc::SCHED_OTHER);
+            Some(took)
+        });
+        // The watchdog: if the owner never gives way, end the freer's
+        // window ourselves so that the test ends.
+        let start = Instant::now();
+        let mut rescued = false;
+        while !DONE.load(Ordering::SeqCst) && STAGE.load(Ordering::SeqCst) != 2 {
+            if start.elapsed() > PATIENCE && !rescued {
+                rescued = true;
+                // SAFETY: as above.
+                unsafe { &*s.0 }.remote.fetch_and(!BUSY, Ordering::Release);
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        let took = owner.join().expect("owner");
+        freer.join().expect("freer");
+        // SAFETY: the slab is this test's again, empty, on no list.
+        unsafe {
+            let m = &mut *s.0;
+            disarm(m);
+            m.remote.store(0, Ordering::Relaxed);
+            release_slab(s.0);
+        }
+        took.map(|t| (t, rescued))
+    }
+
+    fn check(name: &str, took: Option<(Duration, bool)>) {
+        match took {
+            None => eprintln!("{name}: skipped (no SCHED_FIFO or fewer than two CPUs)"),
+            Some((t, rescued)) => assert!(
+                !rescued,
+                "{name}: a SCHED_FIFO owner waited {t:?} for a freer preempted on its CPU, \
+                 until the watchdog ended the freer's window"
+            ),
+        }
+    }
+
+    #[test]
+    fn a_real_time_owner_arming_gives_way_to_a_preempted_freer() {
+        let took = fifo_owner_waits(|m| assert!(arm(m)));
+        check("arm", took);
+    }
+
+    #[test]
+    fn a_real_time_owner_waiting_out_busy_gives_way_to_a_preempted_freer() {
+        let took = fifo_owner_waits(|m| wait_not_busy(m));
+        check("wait_not_busy", took);
     }
 }
