@@ -69,7 +69,9 @@ pub fn run(args: &TestArgs) -> bool {
             "hakmem-fastcache",
             "-p",
             "hakmem",
-            "--features=hakmem/secure",
+            "-p",
+            "hakmem-preload",
+            "--features=hakmem/secure,hakmem-preload/secure",
         ]),
     );
     step(

@@ -2,8 +2,9 @@
 //!
 //! - **large** (up to [`LARGE_MAX`], alignment up to a slab): a run of
 //!   contiguous 64 KiB slabs from one region, straight from the superslab.
-//! - **huge** (anything bigger, or aligned beyond a slab): one mapping per
-//!   block through the superslab's huge path, returned to the OS on free.
+//! - **huge** (anything bigger, or aligned beyond a slab, and in hardened
+//!   builds every large block): one mapping per block through the
+//!   superslab's huge path, cached or returned to the OS on free.
 //!
 //! This reaches past tiny-box to the superslab on purpose: large blocks are
 //! not size-classed, so tiny-box has nothing to add; the superslab already
@@ -21,7 +22,11 @@ pub const LARGE_MAX: usize = 16 * SLAB_SIZE;
 /// is not known to be fresh from the OS).
 #[cold]
 pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
-    let (p, fresh) = if size <= LARGE_MAX && align <= SLAB_SIZE {
+    // Hardened builds give every large block a mapping of its own, between
+    // guard pages, with its slack checked at free and a quarantine before
+    // reuse (see superslab's huge module): a run of slabs has neighbours
+    // an overflow reaches without a fault.
+    let (p, fresh) = if !cfg!(feature = "secure") && size <= LARGE_MAX && align <= SLAB_SIZE {
         let slabs = size.div_ceil(SLAB_SIZE).max(1);
         match superslab::alloc_run(slabs) {
             Ok(g) => (g.slab.base(), g.zeroed),

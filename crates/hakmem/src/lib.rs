@@ -33,6 +33,8 @@
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+#[cfg(feature = "secure")]
+mod hardened;
 pub mod large;
 mod lifecycle;
 pub mod options;
@@ -90,6 +92,18 @@ fn small_alloc(class: usize) -> *mut u8 {
     p
 }
 
+/// Bytes every small block keeps past the requested size for its slack
+/// canary (hardened builds; see `hardened`).
+#[cfg(feature = "secure")]
+const TAIL: usize = hardened::TAIL;
+#[cfg(not(feature = "secure"))]
+const TAIL: usize = 0;
+
+/// The largest request (with an alignment of at most [`MIN_ALIGN`]) that
+/// a size class serves: [`SMALL_MAX`], less the slack canary's bytes in
+/// hardened builds. Anything bigger is a large block.
+pub const SMALL_REQUEST_MAX: usize = SMALL_MAX - TAIL;
+
 /// Frees a small block, refusing (with a report) a block already free.
 ///
 /// # Safety
@@ -97,10 +111,40 @@ fn small_alloc(class: usize) -> *mut u8 {
 /// carries the free mark, given up.
 #[inline(always)]
 unsafe fn small_free(p: *mut u8, class: usize) {
+    #[cfg(feature = "secure")]
+    {
+        // SAFETY: the start of a small block (caller's contract).
+        if unsafe { free_mark::is_marked(p) } {
+            return report::invalid_free(p, InvalidFree::DoubleFree);
+        }
+        // SAFETY: a live small block of this class: stops on an overflow.
+        unsafe { hardened::requested(p, class_size(class)) };
+    }
     // SAFETY: the start of a small block (caller's contract).
     if !unsafe { free_mark::mark_free(p) } {
         return report::invalid_free(p, InvalidFree::DoubleFree);
     }
+    #[cfg(feature = "secure")]
+    // SAFETY: marked free and given up; what leaves the quarantine for it
+    // is a checked, marked block of its class.
+    unsafe {
+        if let Some((old, old_class)) = hardened::enter(p, class) {
+            release_small(old, old_class);
+        }
+    }
+    #[cfg(not(feature = "secure"))]
+    // SAFETY: marked free and given up.
+    unsafe {
+        release_small(p, class)
+    }
+}
+
+/// Gives a small block, marked free, back to the fast cache or backend.
+///
+/// # Safety
+/// `p` is a small block of class `class`, marked free, given up.
+#[inline(always)]
+unsafe fn release_small(p: *mut u8, class: usize) {
     #[cfg(feature = "fast-path")]
     // SAFETY: a live block, now marked free and given up.
     unsafe {
@@ -120,18 +164,46 @@ unsafe fn small_free(p: *mut u8, class: usize) {
 /// class serves no request), so any alignment up to [`MIN_ALIGN`] holds.
 #[inline(always)]
 fn common_class(size: usize, align: usize) -> Option<usize> {
-    (size <= SMALL_MAX && align <= MIN_ALIGN).then(|| size_to_class(size))
+    (size <= SMALL_MAX - TAIL && align <= MIN_ALIGN).then(|| size_to_class(size + TAIL))
+}
+
+/// The small class of any request, or None for the large path.
+#[inline]
+fn small_class(size: usize, align: usize) -> Option<usize> {
+    class_for_layout(size.checked_add(TAIL)?, align)
+}
+
+/// The small block at `p` was just handed out for `size` bytes: hardened
+/// builds set up its slack canary.
+#[inline(always)]
+fn handed_out(p: *mut u8, class: usize, size: usize) {
+    #[cfg(feature = "secure")]
+    // SAFETY: a small block of this class, just handed out to us.
+    unsafe {
+        hardened::arm(p, class_size(class), size)
+    };
+    let _ = (p, class, size);
 }
 
 /// Allocates `size` bytes aligned to `align` (a power of two). Null when
 /// memory cannot be had or the request cannot be represented.
 #[inline(always)]
 fn alloc_aligned(size: usize, align: usize, zeroed: bool) -> *mut u8 {
+    // Hardened builds: a zero-size allocation points at memory that faults.
+    #[cfg(feature = "secure")]
+    if size == 0 && align <= superslab::zero::STRIDE {
+        if let Some(z) = superslab::zero::alloc() {
+            return z;
+        }
+    }
     if let Some(class) = common_class(size, align) {
         let p = small_alloc(class);
-        if zeroed && !p.is_null() {
-            // SAFETY: the block has at least `size` bytes.
-            unsafe { ptr::write_bytes(p, 0, size) };
+        if !p.is_null() {
+            handed_out(p, class, size);
+            if zeroed {
+                // SAFETY: the block has at least `size` bytes.
+                unsafe { ptr::write_bytes(p, 0, size) };
+            }
         }
         return out_of_memory_if_null(p);
     }
@@ -163,11 +235,14 @@ fn alloc_uncommon(size: usize, align: usize, zeroed: bool) -> *mut u8 {
         stats::out_of_memory();
         return ptr::null_mut();
     }
-    if let Some(class) = class_for_layout(size, align) {
+    if let Some(class) = small_class(size, align) {
         let p = small_alloc(class);
-        if zeroed && !p.is_null() {
-            // SAFETY: the block has at least `size` bytes.
-            unsafe { ptr::write_bytes(p, 0, size) };
+        if !p.is_null() {
+            handed_out(p, class, size);
+            if zeroed {
+                // SAFETY: the block has at least `size` bytes.
+                unsafe { ptr::write_bytes(p, 0, size) };
+            }
         }
         return out_of_memory_if_null(p);
     }
@@ -211,19 +286,36 @@ pub unsafe fn free(p: *mut u8) {
                 report::invalid_free(p, InvalidFree::NotAllocated);
             }
         }
+        // No bytes to give back.
+        Lookup::ZeroSize => {}
         Lookup::NotAllocated => report::invalid_free(p, InvalidFree::NotAllocated),
         Lookup::Foreign => report::invalid_free(p, InvalidFree::Foreign),
     }
 }
 
 /// Bytes usable at `p` (a live hakmem block), 0 for null or foreign.
+/// Hardened builds answer the size asked for, read from the block's slack
+/// canary (and stop the process when the canary shows an overflow).
+// Hardened builds read `p`'s own words, but only once the registry and the
+// slab record showed that `p` starts a block in a slab of ours (mapped
+// memory); any other pointer is answered from metadata alone.
+#[cfg_attr(feature = "secure", allow(clippy::not_unsafe_ptr_arg_deref))]
 pub fn usable_size(p: *const u8) -> usize {
     if p.is_null() {
         return 0;
     }
     match superslab::lookup(p) {
         Lookup::Slab(slab) if hakmem_tiny_box::is_block_start(slab, p) => {
-            class_size(hakmem_tiny_box::slab_class(slab))
+            let block = class_size(hakmem_tiny_box::slab_class(slab));
+            #[cfg(feature = "secure")]
+            // SAFETY: a block start in a live small slab of ours: a live
+            // block, or a marked free one (a misuse that `free` reports).
+            unsafe {
+                if !free_mark::is_marked(p) {
+                    return hardened::requested(p, block);
+                }
+            }
+            block
         }
         Lookup::Run(slab) => large::run_usable(slab),
         Lookup::Huge(h) => h.usable_size(),
@@ -269,15 +361,42 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
     if p.is_null() {
         return malloc(new_size);
     }
-    let old_usable = usable_size(p);
-    if old_usable == 0 {
-        // SAFETY: not a live block: reported (and maybe ignored) by free.
-        unsafe { free(p) };
-        return ptr::null_mut();
-    }
-    if fits_in_place(old_usable, new_size) {
-        return p;
-    }
+    let old_usable = match superslab::lookup(p) {
+        Lookup::Slab(slab) if hakmem_tiny_box::is_block_start(slab, p) => {
+            // SAFETY: a small block start.
+            if unsafe { free_mark::is_marked(p) } {
+                report::invalid_free(p, InvalidFree::DoubleFree);
+                return ptr::null_mut();
+            }
+            let class = hakmem_tiny_box::slab_class(slab);
+            if common_class(new_size, 1) == Some(class) {
+                handed_out(p, class, new_size);
+                return p;
+            }
+            usable_size(p)
+        }
+        // Nothing to copy, nothing to free.
+        Lookup::ZeroSize => return malloc(new_size),
+        Lookup::Run(_) | Lookup::Huge(_) => {
+            let usable = usable_size(p);
+            // Still fits, and wastes less than half: stays.
+            // (Not in hardened builds: a guarded block ends at its guard
+            // page, so a smaller size moves to keep the guard adjacent.)
+            if !cfg!(feature = "secure")
+                && new_size > SMALL_REQUEST_MAX
+                && new_size <= usable
+                && new_size > usable / 2
+            {
+                return p;
+            }
+            usable
+        }
+        _ => {
+            // SAFETY: not a live block: reported (and maybe ignored) by free.
+            unsafe { free(p) };
+            return ptr::null_mut();
+        }
+    };
     let q = malloc(new_size);
     if !q.is_null() {
         // SAFETY: both blocks are live and at least this long; distinct.
@@ -288,21 +407,13 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
     q
 }
 
-/// Whether a block with `usable` bytes can stay where it is for `new_size`:
-/// the new size needs the same small class, or (for bigger blocks) fits and
-/// wastes less than half.
-fn fits_in_place(usable: usize, new_size: usize) -> bool {
-    if usable <= SMALL_MAX {
-        new_size <= SMALL_MAX && class_size(size_to_class(new_size)) == usable
-    } else {
-        new_size > SMALL_MAX && new_size <= usable && new_size > usable / 2
-    }
-}
-
 /// Gives back everything hakmem can: the calling thread's cached blocks,
 /// every empty slab it can reach, retained regions and cached huge
 /// mappings. The `malloc_trim` of hakmem.
 pub fn trim() {
+    #[cfg(feature = "secure")]
+    // SAFETY: each block is a quarantined small block of its class.
+    hardened::drain(|p, class| unsafe { release_small(p, class) });
     #[cfg(feature = "fast-path")]
     hakmem_fastcache::flush_thread();
     hakmem_tiny_box::SelectedBackend::trim();
@@ -313,6 +424,8 @@ pub fn trim() {
 /// the library's constructor; the layers also set up on first use, so
 /// calling it is an optimisation, never a requirement.
 pub fn init() {
+    #[cfg(feature = "secure")]
+    hardened::init();
     #[cfg(feature = "fast-path")]
     hakmem_fastcache::init();
     #[cfg(not(feature = "fast-path"))]
@@ -369,11 +482,12 @@ unsafe impl GlobalAlloc for HakMem {
     #[inline]
     unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let align = layout.align();
-        let old = class_for_layout(layout.size(), align);
-        if old.is_some() && old == class_for_layout(new_size, align) {
+        let old = small_class(layout.size(), align);
+        if let Some(class) = old.filter(|&c| small_class(new_size, align) == Some(c)) {
+            handed_out(p, class, new_size);
             return p;
         }
-        if old.is_none() && class_for_layout(new_size, align).is_none() {
+        if !cfg!(feature = "secure") && old.is_none() && small_class(new_size, align).is_none() {
             let usable = usable_size(p);
             if new_size <= usable && new_size > usable / 2 {
                 return p;
@@ -392,7 +506,7 @@ unsafe impl GlobalAlloc for HakMem {
 
 #[cold]
 unsafe fn dealloc_uncommon(p: *mut u8, layout: Layout) {
-    if let Some(class) = class_for_layout(layout.size(), layout.align()) {
+    if let Some(class) = small_class(layout.size(), layout.align()) {
         // SAFETY: caller's contract: a block of this class.
         return unsafe { small_free(p, class) };
     }

@@ -7,8 +7,9 @@
 //!   every allocator lock, reads the options, and — when a report is asked
 //!   for — keeps a close-on-exec duplicate of stderr, because programs may
 //!   close stderr on their way out (GNU coreutils do, from `atexit`).
-//! - `.fini_array` (after `main` returns or `exit` is called): the
-//!   `HAKMEM_STATS` and `HAKMEM_TINY_FAST_STATS` reports.
+//! - `.fini_array` (after `main` returns or `exit` is called): hardened
+//!   builds check the poison of the blocks in the exiting thread's
+//!   quarantine; the `HAKMEM_STATS` and `HAKMEM_TINY_FAST_STATS` reports.
 //!
 //! Nothing here is needed for correctness: hakmem works for calls that come
 //! before the constructor (from the dynamic loader or another constructor).
@@ -44,6 +45,10 @@ extern "C" fn on_start() {
 }
 
 extern "C" fn on_exit() {
+    // A write after free into a block still waiting in the exiting
+    // thread's quarantine is reported now rather than never.
+    #[cfg(feature = "secure")]
+    crate::hardened::check_quarantine();
     let fd = REPORT_FD.load(Ordering::Relaxed);
     if fd < 0 {
         return;

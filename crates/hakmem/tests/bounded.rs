@@ -19,8 +19,15 @@
 use std::thread;
 
 /// Mapped beyond the baseline that is neither a region holding a slab in
-/// use nor a retained empty region: the huge cache after the decay.
-const BOUND_OTHER_MAPPED: usize = 8 << 20;
+/// use nor a retained empty region: the huge cache after the decay, and in
+/// hardened builds the huge quarantine (8 freed mappings, purged and
+/// inaccessible: address space, not memory; the phase's largest is 4 MiB
+/// and 4 pages).
+const BOUND_OTHER_MAPPED: usize = if cfg!(feature = "secure") {
+    (8 << 20) + 8 * ((4 << 20) + (16 << 10))
+} else {
+    8 << 20
+};
 const BOUND_RESIDENT: usize = 16 << 20;
 const REGION: usize = 2 << 20;
 

@@ -84,7 +84,7 @@ fn first_free(size: usize, between: Between) -> *mut u8 {
             // block, which no allocator can tell): for a large run, huge
             // blocks (their own mappings); else small blocks of other
             // classes.
-            if size > hakmem::SMALL_MAX && size <= hakmem::LARGE_MAX {
+            if size > hakmem::SMALL_REQUEST_MAX && size <= hakmem::LARGE_MAX {
                 for _ in 0..2 {
                     std::hint::black_box(hakmem::malloc(48 << 20));
                 }
@@ -275,7 +275,7 @@ fn free_into_region_metadata_is_reported() {
 /// blocks carry the free mark; a freed run or cached huge block is no live
 /// block's start; an uncached huge block's mapping is gone.
 fn double_free_reasons(size: usize) -> &'static [&'static str] {
-    if size <= hakmem::SMALL_MAX {
+    if size <= hakmem::SMALL_REQUEST_MAX {
         &["already free (double free)"]
     } else {
         &[

@@ -33,6 +33,13 @@ const CACHE_SLOTS: usize = 32;
 const CACHE_MAX_MAPPING: usize = 32 << 20;
 /// Total bytes the cache may hold.
 const CACHE_MAX_TOTAL: usize = 256 << 20;
+/// Freed mappings a hardened build keeps inaccessible before reuse.
+const QUARANTINE_SLOTS: usize = if cfg!(feature = "secure") { 8 } else { 0 };
+/// The largest alignment hardened builds give the guarded layout.
+const GUARDED_MAX_ALIGN: usize = 64 << 10;
+/// What a guarded block's slack bytes hold.
+#[cfg(feature = "secure")]
+const SLACK_BYTE: u8 = 0xce;
 
 #[repr(C)]
 struct HugeHeader {
@@ -41,6 +48,13 @@ struct HugeHeader {
     state: AtomicUsize,
     map_len: usize,
     offset: usize,
+    /// The size asked for (hardened builds check the slack past it).
+    requested: usize,
+    /// Whether another block can reuse the mapping ([`Layout::cacheable`]).
+    cacheable: bool,
+    /// Hardened builds: the block ends at a guard page, and its slack
+    /// bytes are checked at free ([`guarded`]).
+    guarded: bool,
 }
 
 /// A live huge block.
@@ -57,12 +71,18 @@ impl HugeRef {
         self.0.as_ptr()
     }
 
-    /// Bytes usable from the block's address to the end of its mapping.
+    /// Bytes usable from the block's address: to the end of its mapping,
+    /// or (hardened builds, whose blocks end at a guard page and whose
+    /// slack is checked) the size asked for.
     pub fn usable_size(self) -> usize {
         // SAFETY: a HugeRef only exists for a live huge block, whose header
         // is mapped and was written at allocation.
         let h = unsafe { &*self.header() };
-        h.map_len - h.offset
+        if cfg!(feature = "secure") {
+            h.requested
+        } else {
+            h.map_len - h.offset
+        }
     }
 }
 
@@ -71,6 +91,11 @@ struct Cache {
     total: usize,
     /// Bit i set: slot i was already cached at the last decay pass.
     aged: u32,
+    /// Hardened builds: freed mappings (base, length), inaccessible, that
+    /// wait here before they may be cached or unmapped; a ring.
+    quarantine: [(usize, usize); QUARANTINE_SLOTS],
+    #[cfg_attr(not(feature = "secure"), allow(dead_code))]
+    quarantine_next: usize,
 }
 
 struct Shared {
@@ -87,6 +112,8 @@ static SHARED: Shared = Shared {
         slots: [(0, 0); CACHE_SLOTS],
         total: 0,
         aged: 0,
+        quarantine: [(0, 0); QUARANTINE_SLOTS],
+        quarantine_next: 0,
     }),
 };
 
@@ -106,34 +133,73 @@ pub struct HugeGrant {
     pub zeroed: bool,
 }
 
-fn layout_for(size: usize, align: usize) -> Option<(usize, usize)> {
+/// Where a huge block goes in its mapping.
+#[derive(Clone, Copy)]
+struct Layout {
+    /// Bytes mapped.
+    len: usize,
+    /// The block's distance from the mapping's start.
+    offset: usize,
+    /// The header page and the block at a page (or the guarded layout at
+    /// 16 bytes): another block of this layout can reuse the mapping.
+    cacheable: bool,
+}
+
+fn layout_for(size: usize, align: usize) -> Option<Layout> {
+    if cfg!(feature = "secure") && align <= GUARDED_MAX_ALIGN {
+        return guarded_layout_for(size, align);
+    }
     let offset = if align <= CHUNK_SIZE {
         align.max(PAGE_SIZE)
     } else {
         CHUNK_SIZE
     };
     let len = os::align_up(size.checked_add(offset)?, PAGE_SIZE)?;
-    Some((offset, len))
+    Some(Layout {
+        len,
+        offset,
+        cacheable: offset == PAGE_SIZE,
+    })
 }
 
 /// Maps a huge block of at least `size` bytes aligned to `align` (a power of
 /// two). Err when the size cannot be represented or the OS refuses.
 pub fn alloc(size: usize, align: usize) -> Result<HugeGrant, OutOfMemory> {
     crate::pool::decay();
-    let (offset, len) = layout_for(size, align).ok_or(OutOfMemory)?;
-    if offset == PAGE_SIZE {
+    let Layout {
+        len,
+        offset,
+        cacheable,
+    } = layout_for(size, align).ok_or(OutOfMemory)?;
+    if cacheable {
         if let Some(base) = cache_take(len) {
             stats::add(&COUNTERS.huge_cache_hits, 1);
             stats::add(&COUNTERS.huge_in_use, 1);
+            let h = base.cast::<HugeHeader>();
             // SAFETY: the cached mapping is ours, its header intact; taken
             // out of the cache, nobody else can reach it until it is live.
-            unsafe {
-                (*base.cast::<HugeHeader>())
-                    .state
-                    .store(LIVE, Ordering::Release)
+            let offset = unsafe {
+                let map_len = (*h).map_len;
+                #[cfg(feature = "secure")]
+                let offset = match guarded::reuse(base, map_len, size) {
+                    Some(offset) => offset,
+                    None => {
+                        // Not reusable after all: unmapped, and a fresh
+                        // mapping below.
+                        stats::sub(&COUNTERS.huge_in_use, 1);
+                        unmap(base, map_len);
+                        return alloc(size, align);
+                    }
+                };
+                #[cfg(not(feature = "secure"))]
+                let _ = map_len;
+                (*h).offset = offset;
+                (*h).requested = size;
+                (*h).state.store(LIVE, Ordering::Release);
+                offset
             };
             // SAFETY: as above.
-            let p = unsafe { base.add(PAGE_SIZE) };
+            let p = unsafe { base.add(offset) };
             // SAFETY: non-null: derived from a mapping address.
             let block = HugeRef(unsafe { NonNull::new_unchecked(p) });
             return Ok(HugeGrant {
@@ -149,7 +215,14 @@ pub fn alloc(size: usize, align: usize) -> Result<HugeGrant, OutOfMemory> {
     // The header's chunk is 2 MiB aligned; the block, `offset` further on,
     // is aligned to `align` (automatically so when align <= 2 MiB, since
     // offset is then a multiple of align).
-    let Some(base) = os::map_aligned(len, CHUNK_SIZE, offset, align.max(PAGE_SIZE)) else {
+    // (The guarded layout's offset is a multiple of its alignment, at most
+    // guarded::MAX_ALIGN: the chunk alignment of the base is enough.)
+    let (aligned_at, align_to) = if offset.is_multiple_of(PAGE_SIZE) {
+        (offset, align.max(PAGE_SIZE))
+    } else {
+        (0, PAGE_SIZE)
+    };
+    let Some(base) = os::map_aligned(len, CHUNK_SIZE, aligned_at, align_to) else {
         stats::add(&COUNTERS.map_failures, 1);
         return Err(OutOfMemory);
     };
@@ -167,8 +240,17 @@ pub fn alloc(size: usize, align: usize) -> Result<HugeGrant, OutOfMemory> {
             state: AtomicUsize::new(LIVE),
             map_len: len,
             offset,
+            requested: size,
+            cacheable,
+            guarded: cfg!(feature = "secure") && align <= GUARDED_MAX_ALIGN,
         })
     };
+    #[cfg(feature = "secure")]
+    if align <= GUARDED_MAX_ALIGN && !guarded::arm(base.as_ptr(), len, offset, size) {
+        unmap(base.as_ptr(), len);
+        stats::add(&COUNTERS.map_failures, 1);
+        return Err(OutOfMemory);
+    }
     stats::add_mapped(len);
     stats::add(&COUNTERS.huge_mapped, 1);
     stats::add(&COUNTERS.huge_in_use, 1);
@@ -182,15 +264,19 @@ pub fn alloc(size: usize, align: usize) -> Result<HugeGrant, OutOfMemory> {
     })
 }
 
+/// The cached mapping closest in length to `len` (at least `len`, at most
+/// twice; in hardened builds also short enough that the block, placed at
+/// its end, still starts in the header's chunk, where `lookup` looks).
 fn cache_take(len: usize) -> Option<*mut u8> {
+    let longest = if cfg!(feature = "secure") {
+        len.saturating_mul(2).min(len + CHUNK_SIZE - 4 * PAGE_SIZE)
+    } else {
+        len.saturating_mul(2)
+    };
     with_cache(|c| {
         let mut best: Option<usize> = None;
         for (i, &(base, l)) in c.slots.iter().enumerate() {
-            if base != 0
-                && l >= len
-                && l <= len.saturating_mul(2)
-                && best.is_none_or(|b| c.slots[b].1 > l)
-            {
+            if base != 0 && l >= len && l <= longest && best.is_none_or(|b| c.slots[b].1 > l) {
                 best = Some(i);
             }
         }
@@ -239,7 +325,24 @@ pub unsafe fn free(block: HugeRef) -> Result<(), AlreadyFreed> {
     // SAFETY: as above.
     let (len, offset) = unsafe { ((*h).map_len, (*h).offset) };
     stats::sub(&COUNTERS.huge_in_use, 1);
-    let cached = offset == PAGE_SIZE
+    #[cfg(feature = "secure")]
+    // SAFETY: the mapping is ours since the claim above.
+    let Some((h, len)) = (unsafe { guarded::retire(h, len, offset) }) else {
+        // Quarantined; nothing left the quarantine for it.
+        crate::pool::decay();
+        return Ok(());
+    };
+    #[cfg(not(feature = "secure"))]
+    let _ = offset;
+    cache_or_unmap(h, len);
+    crate::pool::decay();
+    Ok(())
+}
+
+/// Puts a freed mapping into the cache when it fits there, else unmaps it.
+fn cache_or_unmap(h: *mut HugeHeader, len: usize) {
+    // SAFETY: a freed mapping of ours: its header is mapped.
+    let cached = unsafe { (*h).cacheable }
         && len <= CACHE_MAX_MAPPING
         && with_cache(|c| {
             let free_slot = c.slots.iter().position(|s| s.0 == 0);
@@ -256,8 +359,6 @@ pub unsafe fn free(block: HugeRef) -> Result<(), AlreadyFreed> {
     if !cached {
         unmap(h.cast(), len);
     }
-    crate::pool::decay();
-    Ok(())
 }
 
 fn unmap(base: *mut u8, len: usize) {
@@ -274,8 +375,18 @@ fn unmap(base: *mut u8, len: usize) {
     stats::sub(&COUNTERS.mapped_bytes, len);
 }
 
-/// Gives every cached huge mapping back to the OS.
+/// Gives every cached (and quarantined) huge mapping back to the OS.
 pub fn release_cached() {
+    let mut taken = [(0usize, 0usize); QUARANTINE_SLOTS];
+    with_cache(|c| {
+        taken = c.quarantine;
+        c.quarantine = [(0, 0); QUARANTINE_SLOTS];
+    });
+    for (base, len) in taken {
+        if base != 0 {
+            unmap(base as *mut u8, len);
+        }
+    }
     release_where(|_| u32::MAX);
 }
 
@@ -319,4 +430,132 @@ fn release_where(pick: impl FnOnce(&mut Cache) -> u32) {
 
 pub(crate) fn lock() -> &'static RawLock {
     &SHARED.lock
+}
+
+/// Hardened builds' layout: `[header page][guard ...][block][guard page]`.
+/// The block ends where the last page's guard begins (rounded down to its
+/// alignment), and the pages before its first are inaccessible too, so an
+/// overflow or underflow past the bytes of its own page faults. What lies
+/// between the block and the guards (less than a page before it, less than
+/// its alignment after it) is slack, filled with [`SLACK_BYTE`] and
+/// checked at free.
+fn guarded_layout_for(size: usize, align: usize) -> Option<Layout> {
+    let a = align.max(16);
+    let len = os::align_up(size.checked_add(3 * PAGE_SIZE + a)?, PAGE_SIZE)?;
+    Some(Layout {
+        len,
+        offset: guarded_offset(len, size, a),
+        cacheable: a == 16,
+    })
+}
+
+fn guarded_offset(len: usize, size: usize, align: usize) -> usize {
+    (len - PAGE_SIZE - size) & !(align - 1)
+}
+
+#[cfg(feature = "secure")]
+mod guarded {
+    use super::*;
+    use core::ptr;
+
+    fn page_floor(n: usize) -> usize {
+        n & !(PAGE_SIZE - 1)
+    }
+
+    /// The two slack ranges of a block at `offset` of `size` bytes in a
+    /// mapping of `len`: (start, length) each, relative to the mapping.
+    fn slack(len: usize, offset: usize, size: usize) -> [(usize, usize); 2] {
+        let front = page_floor(offset);
+        [
+            (front, offset - front),
+            (offset + size, len - PAGE_SIZE - offset - size),
+        ]
+    }
+
+    fn fill_slack(base: *mut u8, len: usize, offset: usize, size: usize) {
+        for (at, n) in slack(len, offset, size) {
+            // SAFETY: inside the accessible pages of our mapping.
+            unsafe { ptr::write_bytes(base.add(at), SLACK_BYTE, n) };
+        }
+    }
+
+    /// Sets up a fresh mapping's guards and slack; false when the kernel
+    /// refused a protection change.
+    pub(super) fn arm(base: *mut u8, len: usize, offset: usize, size: usize) -> bool {
+        let front = page_floor(offset);
+        // SAFETY: both ranges lie inside the fresh mapping.
+        let guards = unsafe {
+            (front == PAGE_SIZE || os::protect_none(base.add(PAGE_SIZE), front - PAGE_SIZE))
+                && os::protect_none(base.add(len - PAGE_SIZE), PAGE_SIZE)
+        };
+        if guards {
+            fill_slack(base, len, offset, size);
+        }
+        guards
+    }
+
+    /// Opens a quarantined-then-cached mapping for a block of `size`
+    /// bytes; its offset, or None when the kernel refused.
+    ///
+    /// # Safety
+    /// `base` is a guarded mapping of `len` bytes taken out of the cache.
+    pub(super) unsafe fn reuse(base: *mut u8, len: usize, size: usize) -> Option<usize> {
+        let offset = guarded_offset(len, size, 16);
+        let front = page_floor(offset);
+        // SAFETY: the block's pages, inside the mapping.
+        if !os::protect_rw(unsafe { base.add(front) }, len - PAGE_SIZE - front) {
+            return None;
+        }
+        fill_slack(base, len, offset, size);
+        Some(offset)
+    }
+
+    /// A freed guarded block: its slack checked, its pages purged and made
+    /// inaccessible, and the mapping quarantined. Returns the mapping that
+    /// leaves the quarantine for it (to be cached or unmapped), if any.
+    ///
+    /// # Safety
+    /// `h` heads a mapping of `len` bytes just claimed by a free.
+    pub(super) unsafe fn retire(
+        h: *mut HugeHeader,
+        len: usize,
+        offset: usize,
+    ) -> Option<(*mut HugeHeader, usize)> {
+        let base = h.cast::<u8>();
+        // SAFETY: the header is mapped (caller's contract).
+        let (guarded, size) = unsafe { ((*h).guarded, (*h).requested) };
+        if !guarded {
+            return Some((h, len));
+        }
+        for (at, n) in slack(len, offset, size) {
+            // SAFETY: the accessible pages of the claimed mapping.
+            let bytes = unsafe { core::slice::from_raw_parts(base.add(at), n) };
+            if bytes.iter().any(|&b| b != SLACK_BYTE) {
+                overflowed(base as usize + offset);
+            }
+        }
+        let front = page_floor(offset);
+        // SAFETY: the block's pages, no longer in use.
+        let pages = unsafe { base.add(front) };
+        os::purge(pages, len - PAGE_SIZE - front);
+        os::protect_none(pages, len - PAGE_SIZE - front);
+        let out = with_cache(|c| {
+            let i = c.quarantine_next;
+            c.quarantine_next = (i + 1) % QUARANTINE_SLOTS;
+            core::mem::replace(&mut c.quarantine[i], (base as usize, len))
+        });
+        (out.0 != 0).then_some((out.0 as *mut HugeHeader, out.1))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn overflowed(block: usize) -> ! {
+        let mut line = crate::text::Line::new();
+        line.str("hakmem: heap corruption detected: heap overflow or underflow: the slack of a huge block was overwritten (block): ")
+            .hex(block)
+            .str("; aborting\n")
+            .write_stderr();
+        // SAFETY: abort has no preconditions and never returns.
+        unsafe { libc::abort() }
+    }
 }

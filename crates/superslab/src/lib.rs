@@ -14,6 +14,8 @@
 //! - **the registry**: one byte per 2 MiB chunk of the address space saying
 //!   whether the chunk is ours, so [`lookup`] can classify any pointer
 //!   without touching memory that may not be mapped.
+//! - **zero-size allocations** ([`zero`]): unique addresses in one
+//!   inaccessible reservation, for hardened builds' `malloc(0)`.
 //! - **permanent metadata**: [`meta::alloc_permanent`] for bookkeeping that
 //!   lives forever (per-thread heaps of the layer above).
 //! - **options** ([`options`]): every tunable of hakmem, read once from
@@ -63,6 +65,7 @@ pub mod registry;
 mod stats;
 pub mod text;
 pub mod thread_key;
+pub mod zero;
 
 pub use huge::{HugeGrant, HugeRef};
 pub use pool::{alloc_run, alloc_slab, free_run, free_run_once, Grant};
@@ -110,6 +113,9 @@ pub enum Lookup {
     Run(SlabRef),
     /// The first byte of a live huge block.
     Huge(HugeRef),
+    /// A zero-size allocation: an address in the inaccessible area of
+    /// [`zero`], which has no bytes to free.
+    ZeroSize,
     /// Inside our memory but not the start of anything live: region
     /// metadata, the middle of a large or huge block, or a free slab
     /// (a double or stale free).
@@ -151,6 +157,8 @@ pub fn lookup(p: *const u8) -> Lookup {
                 Lookup::NotAllocated
             }
         }
+        registry::ChunkKind::ZeroSize if addr.is_multiple_of(zero::STRIDE) => Lookup::ZeroSize,
+        registry::ChunkKind::ZeroSize => Lookup::NotAllocated,
         _ => match huge::lookup(addr) {
             Some(h) => Lookup::Huge(h),
             None if registry::kind_of(addr.wrapping_sub(1)) == registry::ChunkKind::Huge => {

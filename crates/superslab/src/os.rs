@@ -118,6 +118,13 @@ pub fn protect_none(p: *mut u8, len: usize) -> bool {
     unsafe { libc::mprotect(p.cast(), len, libc::PROT_NONE) == 0 }
 }
 
+/// Makes a guarded range readable and writable again (hardened builds).
+pub fn protect_rw(p: *mut u8, len: usize) -> bool {
+    // SAFETY: the range is a page-aligned part of one of our own mappings
+    // that the caller is about to hand out.
+    unsafe { libc::mprotect(p.cast(), len, libc::PROT_READ | libc::PROT_WRITE) == 0 }
+}
+
 /// Returns false when the kernel's page size is not the one hakmem assumes.
 pub fn check_page_size() -> bool {
     // SAFETY: sysconf has no preconditions.

@@ -27,6 +27,9 @@ pub enum ChunkKind {
     Region = 1,
     /// The first chunk of a huge mapping: its header is at the chunk's start.
     Huge = 2,
+    /// Part of the inaccessible area that zero-size allocations point into
+    /// (see [`crate::zero`]).
+    ZeroSize = 3,
 }
 
 static TABLE: AtomicPtr<AtomicU8> = AtomicPtr::new(ptr::null_mut());
@@ -73,6 +76,7 @@ pub fn kind_of(addr: usize) -> ChunkKind {
     match v {
         1 => ChunkKind::Region,
         2 => ChunkKind::Huge,
+        3 => ChunkKind::ZeroSize,
         _ => ChunkKind::Foreign,
     }
 }

@@ -87,6 +87,11 @@ fn free_slabs_unused_for_a_whole_pass_are_purged_and_reused_ones_are_not() {
     assert!(m1 > m0);
     // SAFETY: live, not used again.
     unsafe { huge::free(h.block) }.expect("a live block");
+    // Hardened builds quarantine a freed mapping before it may be cached:
+    // guards.rs tests that path.
+    if cfg!(feature = "secure") {
+        return;
+    }
     assert_eq!(mapped(), m1, "cached, not unmapped");
     pass();
     assert_eq!(mapped(), m1, "cached since the last pass only");

@@ -67,3 +67,13 @@ pub unsafe fn mark_allocated(p: *mut u8) {
     // SAFETY: the block has at least two words.
     unsafe { p.cast::<usize>().add(1).write(0) };
 }
+
+/// True when the small block at `p` carries the free mark.
+///
+/// # Safety
+/// As for [`mark_free`].
+#[inline(always)]
+pub unsafe fn is_marked(p: *const u8) -> bool {
+    // SAFETY: the block has at least two words and is 8-aligned.
+    unsafe { p.cast::<usize>().add(1).read() == mark_of(p as usize) }
+}

@@ -99,15 +99,15 @@ int main(int argc, char **argv) {
         char *far = (char *)((uintptr_t)p ^ ((uintptr_t)1 << 44));
         reached(far); free(far);
     } else if (!strcmp(c, "overflow-1-store")) {
-        reached(p); p[size] = 'x'; free(p); churn(size);
+        reached(p); p[size] = 'x'; free(p); free(before); free(after); churn(size);
     } else if (!strcmp(c, "overflow-32-memcpy")) {
-        reached(p); memcpy(p, src, size + 32); free(p); churn(size);
+        reached(p); memcpy(p, src, size + 32); free(p); free(before); free(after); churn(size);
     } else if (!strcmp(c, "underflow-1-store")) {
-        reached(p); p[-1] = 'x'; free(p); churn(size);
+        reached(p); p[-1] = 'x'; free(p); free(before); free(after); churn(size);
     } else if (!strcmp(c, "underflow-32-memset")) {
-        reached(p); memset(p - 32, 'x', 32); free(p); churn(size);
+        reached(p); memset(p - 32, 'x', 32); free(p); free(before); free(after); churn(size);
     } else if (!strcmp(c, "overflow-1mib")) {
-        reached(p); p[size + (1 << 20)] = 'x'; free(p); churn(size);
+        reached(p); p[size + (1 << 20)] = 'x'; free(p); free(before); free(after); churn(size);
     } else if (!strcmp(c, "write-after-free")) {
         free(p); reached(p); p[size / 2] = 'x'; churn(size);
     } else if (!strcmp(c, "write-after-free-reuse")) {
@@ -147,7 +147,8 @@ int main(int argc, char **argv) {
         reached(NULL);
         errno = 0;
         void *q = malloc((size_t)-1 - size);
-        void *r = calloc((size_t)1 << 40, (size_t)1 << 40);
+        volatile size_t huge_count = (size_t)1 << 40;
+        void *r = calloc(huge_count, huge_count);
         void *s = realloc(p, (size_t)-1 - 64);
         verdict(!q && !r && !s && errno == ENOMEM ? "enomem" : "bad");
         return 0;
@@ -156,6 +157,5 @@ int main(int argc, char **argv) {
         return 2;
     }
     verdict("undetected");
-    free(before);
     return 0;
 }
