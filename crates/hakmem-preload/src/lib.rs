@@ -35,8 +35,6 @@ use core::ptr;
 
 use libc::{c_int, size_t};
 
-const PAGE: usize = 4096;
-
 fn set_errno(e: c_int) {
     // SAFETY: __errno_location returns this thread's errno slot.
     unsafe { *libc::__errno_location() = e };
@@ -174,14 +172,15 @@ pub extern "C" fn memalign(align: size_t, size: size_t) -> *mut c_void {
 /// `valloc(3)`: page-aligned.
 #[no_mangle]
 pub extern "C" fn valloc(size: size_t) -> *mut c_void {
-    nomem_if_null(facade::aligned_alloc(PAGE, size))
+    nomem_if_null(facade::aligned_alloc(facade::page_size(), size))
 }
 
 /// `pvalloc(3)`: page-aligned, size rounded up to whole pages (one page for 0).
 #[no_mangle]
 pub extern "C" fn pvalloc(size: size_t) -> *mut c_void {
-    match size.max(1).checked_next_multiple_of(PAGE) {
-        Some(rounded) => nomem_if_null(facade::aligned_alloc(PAGE, rounded)),
+    let page = facade::page_size();
+    match size.max(1).checked_next_multiple_of(page) {
+        Some(rounded) => nomem_if_null(facade::aligned_alloc(page, rounded)),
         None => {
             set_errno(libc::ENOMEM);
             ptr::null_mut()

@@ -49,6 +49,7 @@ use hakmem_superslab::{self as superslab, Lookup};
 use hakmem_tiny_box::SelectedBackend;
 use hakmem_tiny_box::{class_for_layout, class_size, free_mark, size_to_class, SmallBackend};
 
+pub use hakmem_superslab::os::page_size;
 pub use hakmem_tiny_box::SMALL_MAX;
 pub use large::LARGE_MAX;
 pub use report::InvalidFree;

@@ -18,7 +18,6 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use crate::registry::{self, ChunkKind};
 use crate::stats::{self, COUNTERS};
 use crate::{lock::RawLock, os, AlreadyFreed, OutOfMemory, CHUNK_SIZE};
-use os::PAGE_SIZE;
 
 /// `state` of a mapping handed out: "hakmHUGE".
 const LIVE: usize = 0x6861_6b6d_4855_4745;
@@ -40,6 +39,12 @@ const GUARDED_MAX_ALIGN: usize = 64 << 10;
 /// What a guarded block's slack bytes hold.
 #[cfg(feature = "secure")]
 const SLACK_BYTE: u8 = 0xce;
+
+/// The kernel's page size.
+#[inline]
+fn page() -> usize {
+    os::page_size()
+}
 
 #[repr(C)]
 struct HugeHeader {
@@ -150,15 +155,15 @@ fn layout_for(size: usize, align: usize) -> Option<Layout> {
         return guarded_layout_for(size, align);
     }
     let offset = if align <= CHUNK_SIZE {
-        align.max(PAGE_SIZE)
+        align.max(page())
     } else {
         CHUNK_SIZE
     };
-    let len = os::align_up(size.checked_add(offset)?, PAGE_SIZE)?;
+    let len = os::align_up(size.checked_add(offset)?, page())?;
     Some(Layout {
         len,
         offset,
-        cacheable: offset == PAGE_SIZE,
+        cacheable: offset == page(),
     })
 }
 
@@ -217,10 +222,10 @@ pub fn alloc(size: usize, align: usize) -> Result<HugeGrant, OutOfMemory> {
     // offset is then a multiple of align).
     // (The guarded layout's offset is a multiple of its alignment, at most
     // guarded::MAX_ALIGN: the chunk alignment of the base is enough.)
-    let (aligned_at, align_to) = if offset.is_multiple_of(PAGE_SIZE) {
-        (offset, align.max(PAGE_SIZE))
+    let (aligned_at, align_to) = if offset.is_multiple_of(page()) {
+        (offset, align.max(page()))
     } else {
-        (0, PAGE_SIZE)
+        (0, page())
     };
     let Some(base) = os::map_aligned(len, CHUNK_SIZE, aligned_at, align_to) else {
         stats::add(&COUNTERS.map_failures, 1);
@@ -269,7 +274,7 @@ pub fn alloc(size: usize, align: usize) -> Result<HugeGrant, OutOfMemory> {
 /// its end, still starts in the header's chunk, where `lookup` looks).
 fn cache_take(len: usize) -> Option<*mut u8> {
     let longest = if cfg!(feature = "secure") {
-        len.saturating_mul(2).min(len + CHUNK_SIZE - 4 * PAGE_SIZE)
+        len.saturating_mul(2).min(len + CHUNK_SIZE - 4 * page())
     } else {
         len.saturating_mul(2)
     };
@@ -441,7 +446,7 @@ pub(crate) fn lock() -> &'static RawLock {
 /// checked at free.
 fn guarded_layout_for(size: usize, align: usize) -> Option<Layout> {
     let a = align.max(16);
-    let len = os::align_up(size.checked_add(3 * PAGE_SIZE + a)?, PAGE_SIZE)?;
+    let len = os::align_up(size.checked_add(3 * page() + a)?, page())?;
     Some(Layout {
         len,
         offset: guarded_offset(len, size, a),
@@ -450,7 +455,7 @@ fn guarded_layout_for(size: usize, align: usize) -> Option<Layout> {
 }
 
 fn guarded_offset(len: usize, size: usize, align: usize) -> usize {
-    (len - PAGE_SIZE - size) & !(align - 1)
+    (len - page() - size) & !(align - 1)
 }
 
 #[cfg(feature = "secure")]
@@ -459,7 +464,7 @@ mod guarded {
     use core::ptr;
 
     fn page_floor(n: usize) -> usize {
-        n & !(PAGE_SIZE - 1)
+        n & !(page() - 1)
     }
 
     /// The two slack ranges of a block at `offset` of `size` bytes in a
@@ -468,7 +473,7 @@ mod guarded {
         let front = page_floor(offset);
         [
             (front, offset - front),
-            (offset + size, len - PAGE_SIZE - offset - size),
+            (offset + size, len - page() - offset - size),
         ]
     }
 
@@ -485,8 +490,8 @@ mod guarded {
         let front = page_floor(offset);
         // SAFETY: both ranges lie inside the fresh mapping.
         let guards = unsafe {
-            (front == PAGE_SIZE || os::protect_none(base.add(PAGE_SIZE), front - PAGE_SIZE))
-                && os::protect_none(base.add(len - PAGE_SIZE), PAGE_SIZE)
+            (front == page() || os::protect_none(base.add(page()), front - page()))
+                && os::protect_none(base.add(len - page()), page())
         };
         if guards {
             fill_slack(base, len, offset, size);
@@ -503,7 +508,7 @@ mod guarded {
         let offset = guarded_offset(len, size, 16);
         let front = page_floor(offset);
         // SAFETY: the block's pages, inside the mapping.
-        if !os::protect_rw(unsafe { base.add(front) }, len - PAGE_SIZE - front) {
+        if !os::protect_rw(unsafe { base.add(front) }, len - page() - front) {
             return None;
         }
         fill_slack(base, len, offset, size);
@@ -537,8 +542,8 @@ mod guarded {
         let front = page_floor(offset);
         // SAFETY: the block's pages, no longer in use.
         let pages = unsafe { base.add(front) };
-        os::purge(pages, len - PAGE_SIZE - front);
-        os::protect_none(pages, len - PAGE_SIZE - front);
+        os::purge(pages, len - page() - front);
+        os::protect_none(pages, len - page() - front);
         let out = with_cache(|c| {
             let i = c.quarantine_next;
             c.quarantine_next = (i + 1) % QUARANTINE_SLOTS;

@@ -25,7 +25,7 @@ static ARENA: Arena = Arena {
 /// Returns `size` zeroed bytes aligned to `align` (a power of two up to a
 /// page) that are never freed.
 pub fn alloc_permanent(size: usize, align: usize) -> Result<NonNull<u8>, OutOfMemory> {
-    debug_assert!(align.is_power_of_two() && align <= os::PAGE_SIZE);
+    debug_assert!(align.is_power_of_two() && align <= os::page_size());
     if size > ARENA_BYTES {
         return Err(OutOfMemory);
     }

@@ -42,6 +42,32 @@ pub struct Options {
     /// `HAKMEM_RETAINED_REGIONS`: empty 2 MiB regions always kept mapped
     /// (a bigger heap keeps up to one per four live regions).
     pub retained_regions: usize,
+    /// `HAKMEM_SECURE_POISON` (hardened builds): how much of a freed small
+    /// block is poisoned in the quarantine and checked when it leaves.
+    pub secure_poison: Poison,
+}
+
+/// How much of a freed small block hardened builds poison (and check).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Poison {
+    /// None: a read after free sees the old data, a write after free is
+    /// not seen.
+    Off,
+    /// The block's first 64 bytes: the cache line the free writes anyway.
+    Line,
+    /// The whole block.
+    Full,
+}
+
+impl Poison {
+    /// The most bytes of a block poisoned in this mode.
+    pub const fn limit(self) -> usize {
+        match self {
+            Poison::Off => 0,
+            Poison::Line => 64,
+            Poison::Full => usize::MAX,
+        }
+    }
 }
 
 /// The defaults, when no variable is set.
@@ -54,6 +80,7 @@ pub const DEFAULTS: Options = Options {
     purge_threshold_bytes: 64 << 20,
     purge_delay_ms: 100,
     retained_regions: 2,
+    secure_poison: Poison::Full,
 };
 
 const UNREAD: u8 = 0;
@@ -207,5 +234,15 @@ fn parse() -> Options {
             1 << 20,
             "a number of regions",
         ),
+        secure_poison: match env(c"HAKMEM_SECURE_POISON") {
+            None => d.secure_poison,
+            Some(b"off") => Poison::Off,
+            Some(b"line") => Poison::Line,
+            Some(b"full") => Poison::Full,
+            Some(_) => {
+                warn(c"HAKMEM_SECURE_POISON", "'off', 'line' or 'full'");
+                d.secure_poison
+            }
+        },
     }
 }

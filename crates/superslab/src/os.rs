@@ -6,9 +6,35 @@
 
 use core::ptr::{self, NonNull};
 
-/// The page size hakmem assumes. Linux on x86_64 and aarch64 (4 KiB kernels)
-/// both use this; it is checked once at start-up in [`check_page_size`].
-pub const PAGE_SIZE: usize = 4096;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// The kernel's page size, 0 until first asked.
+static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
+
+/// The kernel's page size (`sysconf(_SC_PAGESIZE)`: 4 KiB on x86_64, 4,
+/// 16 or 64 KiB on aarch64 kernels), read once. Every page-granular
+/// decision (huge blocks' offsets and lengths, guards, trims) uses it.
+#[inline]
+pub fn page_size() -> usize {
+    match PAGE_SIZE.load(Ordering::Relaxed) {
+        0 => read_page_size(),
+        n => n,
+    }
+}
+
+#[cold]
+fn read_page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    // A page size that is not a power of two from 4 KiB to one slab cannot
+    // be: keep 4 KiB rather than build on it.
+    let n = match usize::try_from(n) {
+        Ok(n) if n.is_power_of_two() && (4096..=crate::SLAB_SIZE).contains(&n) => n,
+        _ => 4096,
+    };
+    PAGE_SIZE.store(n, Ordering::Relaxed);
+    n
+}
 
 /// Rounds `n` up to a multiple of `align` (a power of two); `None` on overflow.
 #[inline]
@@ -123,13 +149,6 @@ pub fn protect_rw(p: *mut u8, len: usize) -> bool {
     // SAFETY: the range is a page-aligned part of one of our own mappings
     // that the caller is about to hand out.
     unsafe { libc::mprotect(p.cast(), len, libc::PROT_READ | libc::PROT_WRITE) == 0 }
-}
-
-/// Returns false when the kernel's page size is not the one hakmem assumes.
-pub fn check_page_size() -> bool {
-    // SAFETY: sysconf has no preconditions.
-    let ps = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    ps == PAGE_SIZE as libc::c_long
 }
 
 /// A random word from the kernel (`getrandom`), or, if that fails, one

@@ -8,7 +8,7 @@
 use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::region::{RegionHeader, SlabRef, SlabState, HEADER_BYTES, REGION_MAGIC, USABLE_MASK};
+use crate::region::{header_bytes, RegionHeader, SlabRef, SlabState, REGION_MAGIC, USABLE_MASK};
 use crate::registry::{self, ChunkKind};
 use crate::stats::{self, COUNTERS};
 use crate::{lock::RawLock, os, AlreadyFreed, OutOfMemory, CHUNK_SIZE, SLAB_SHIFT, SLAB_SIZE};
@@ -220,8 +220,8 @@ fn map_region() -> Result<*mut RegionHeader, OutOfMemory> {
     if cfg!(feature = "secure") {
         let guards_ok = os::protect_none(
             // SAFETY: inside the fresh region: the header slab's tail.
-            unsafe { base.as_ptr().add(HEADER_BYTES) },
-            SLAB_SIZE - HEADER_BYTES,
+            unsafe { base.as_ptr().add(header_bytes()) },
+            SLAB_SIZE - header_bytes(),
         ) && os::protect_none(
             // SAFETY: inside the fresh region: its last slab.
             unsafe { base.as_ptr().add(CHUNK_SIZE - SLAB_SIZE) },

@@ -108,12 +108,13 @@ pub(crate) const USABLE_MASK: u32 = {
     all & !1 & !guard
 };
 
-/// Bytes at the start of the header slab that hold the header; in hardened
-/// builds the rest of the header slab is a guard.
-pub(crate) const HEADER_BYTES: usize = {
-    let page = crate::os::PAGE_SIZE;
+/// Bytes at the start of the header slab that hold the header, in whole
+/// pages of the kernel's; in hardened builds the rest of the header slab
+/// is a guard (none with 64 KiB pages, where the header fills the slab).
+pub(crate) fn header_bytes() -> usize {
+    let page = crate::os::page_size();
     core::mem::size_of::<RegionHeader>().div_ceil(page) * page
-};
+}
 
 /// The secret of the region holding `addr`.
 ///

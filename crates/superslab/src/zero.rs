@@ -38,7 +38,7 @@ fn reserve() -> Option<usize> {
     if !registry::ensure() {
         return None;
     }
-    let area = os::map_aligned(AREA_BYTES, CHUNK_SIZE, 0, os::PAGE_SIZE)?;
+    let area = os::map_aligned(AREA_BYTES, CHUNK_SIZE, 0, os::page_size())?;
     let base = area.as_ptr() as usize;
     if !os::protect_none(area.as_ptr(), AREA_BYTES) {
         os::unmap(area.as_ptr(), AREA_BYTES);

@@ -43,7 +43,7 @@
 //!
 //! ## May call
 //! `hakmem-superslab` (slabs, the lock, permanent metadata) and `libc`
-//! (pthread keys, `sched_yield`). Never the fast cache above it.
+//! (pthread keys, `sched_yield`, `nanosleep`). Never the fast cache above it.
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
