@@ -7,6 +7,9 @@
 //! - `cargo xtask soak`: the long thread-churn soak (see `reliability.rs`).
 //! - `cargo xtask sanitize`: the threaded tests under ASan and TSan
 //!   (nightly toolchain with `rust-src`).
+//! - `cargo xtask miri`: the allocator crates' unit tests under Miri
+//!   (nightly toolchain with `miri` and `rust-src`; see `miri.rs` for what
+//!   Miri cannot run).
 //! - `cargo xtask fuzz`: the facade fuzz target for a bounded time
 //!   (nightly toolchain and cargo-fuzz).
 
@@ -15,6 +18,7 @@ use std::process::{Command, ExitCode};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod miri;
 mod reliability;
 mod test;
 
@@ -38,6 +42,11 @@ enum Task {
     Soak(reliability::SoakArgs),
     /// Run the threaded tests under AddressSanitizer and ThreadSanitizer.
     Sanitize,
+    /// Run the unit tests of superslab, tiny-box and fastcache under Miri
+    /// (nightly, with the miri component). Tests that take memory from the
+    /// superslab are skipped there: Miri lacks its mmap flags, partial
+    /// munmap, madvise and mprotect. Integration tests are not run.
+    Miri,
     /// Fuzz the facade against a shadow model for a bounded time.
     Fuzz(reliability::FuzzArgs),
 }
@@ -49,6 +58,7 @@ fn main() -> ExitCode {
         Task::Bench(args) => bench::run(&args),
         Task::Soak(args) => reliability::soak(&args),
         Task::Sanitize => reliability::sanitize(),
+        Task::Miri => miri::miri(),
         Task::Fuzz(args) => reliability::fuzz(&args),
     };
     if ok {

@@ -55,7 +55,7 @@ fn take_locked(q: &mut SlabQueue, class: usize, out: &mut Chain, max: usize) {
             s = q.head;
         }
         // SAFETY: slabs on the list are guarded by the held lock.
-        let m = unsafe { &mut *s };
+        let m = unsafe { &*s };
         m.take_into(out, max);
         if !m.has_local() {
             // SAFETY: s is on this list.
@@ -72,13 +72,13 @@ unsafe fn put_locked(q: &mut SlabQueue, b: *mut Block) {
     // SAFETY: caller's contract.
     let s = unsafe { SlabMeta::of(b.cast()) };
     // SAFETY: guarded by the held lock.
-    let m = unsafe { &mut *s };
+    let m = unsafe { &*s };
     // SAFETY: caller's contract.
     unsafe { m.put_local(b) };
-    if m.list == SlabList::None {
+    if m.list.get() == SlabList::None {
         // SAFETY: a full slab is on no list.
         unsafe { q.push_front(s, SlabList::Partial) };
-    } else if m.used == 0 && q.head != s {
+    } else if m.used.get() == 0 && q.head != s {
         // SAFETY: on this list, empty.
         unsafe {
             q.remove(s);
@@ -133,9 +133,9 @@ impl SmallBackend for LegacyBackend {
                 let mut s = q.head;
                 while !s.is_null() {
                     // SAFETY: guarded by the held lock.
-                    let m = unsafe { &mut *s };
-                    let next = m.next;
-                    if m.used == 0 {
+                    let m = unsafe { &*s };
+                    let next = m.next.get();
+                    if m.used.get() == 0 {
                         // SAFETY: on this list, empty.
                         unsafe {
                             q.remove(s);

@@ -6,8 +6,24 @@
 //! the abandoned list); in the legacy backend whoever holds the class lock.
 //! The atomic fields (`owner`, `remote`, `pending_next`) are the only ones
 //! other threads touch.
+//!
+//! ## No `&mut SlabMeta`
+//! Other threads CAS a slab's atomics while its holder works on the plain
+//! fields, so no `&mut SlabMeta` may exist while the slab is live: a `&mut`
+//! claims the whole struct, the atomics included, and another thread's
+//! access to any of it while that `&mut` lives is undefined behaviour
+//! (whatever the compiler makes of it today). So everyone shares
+//! `&SlabMeta`, and the fields the holder changes are [`Cell`]s (the same
+//! layout as the bare field, plain loads and stores): only the holder
+//! touches them, and each hand-off of the slab from one holder to the next
+//! (the owner's `Release` store, the abandoned list's lock, the class lock)
+//! orders its accesses before the next holder's. The fields set up by
+//! [`new_slab`] before the slab is handed out (`capacity`, `class`, the
+//! `fresh_*` order) stay plain: nobody writes them while anyone can reach
+//! the slab.
 
 use crate::sync::{AtomicPtr, AtomicUsize};
+use core::cell::Cell;
 use core::ptr;
 
 use hakmem_superslab::{self as superslab, OutOfMemory, SlabRef};
@@ -40,14 +56,16 @@ pub(crate) enum Notify {
     Queued = 2,
 }
 
-/// This layer's record of one slab.
+/// This layer's record of one slab. Shared as `&SlabMeta`, never borrowed
+/// `&mut` while it is live (see the module docs): the holder's fields are
+/// `Cell`s.
 #[repr(C)]
 pub(crate) struct SlabMeta {
     /// Local free list (owner only).
-    pub(crate) free: *mut Block,
+    pub(crate) free: Cell<*mut Block>,
     /// Links in the owner's list (owner only).
-    pub(crate) next: *mut SlabMeta,
-    pub(crate) prev: *mut SlabMeta,
+    pub(crate) next: Cell<*mut SlabMeta>,
+    pub(crate) prev: Cell<*mut SlabMeta>,
     /// The owning heap (box backend), null when abandoned. Written by the
     /// owner or adopter; read by any thread to decide local vs remote free.
     pub(crate) owner: AtomicPtr<u8>,
@@ -56,14 +74,14 @@ pub(crate) struct SlabMeta {
     /// Link in the owner heap's pending stack (box backend).
     pub(crate) pending_next: AtomicPtr<SlabMeta>,
     /// Blocks never handed out yet: the next one is `fresh_next`.
-    pub(crate) fresh_next: u32,
+    pub(crate) fresh_next: Cell<u32>,
     /// Blocks in the slab.
     pub(crate) capacity: u32,
     /// Blocks out of the slab: in use, in a cache, or on the remote list.
-    pub(crate) used: u32,
+    pub(crate) used: Cell<u32>,
     pub(crate) class: u8,
-    pub(crate) list: SlabList,
-    pub(crate) notify: Notify,
+    pub(crate) list: Cell<SlabList>,
+    pub(crate) notify: Cell<Notify>,
     /// Hardened builds hand fresh blocks out window by window (windows of
     /// `fresh_window` consecutive blocks, about `ORDER_WINDOW_BYTES`),
     /// and within a window of `len` blocks in the order
@@ -145,23 +163,25 @@ impl SlabMeta {
     /// True when a block can be taken without looking at remote frees.
     #[inline(always)]
     pub(crate) fn has_local(&self) -> bool {
-        !self.free.is_null() || self.fresh_next < self.capacity
+        !self.free.get().is_null() || self.fresh_next.get() < self.capacity
     }
 
-    /// Takes one block from the local free list or the fresh area.
+    /// Takes one block from the local free list or the fresh area. Holder
+    /// only.
     #[inline(always)]
-    pub(crate) fn take_one(&mut self) -> *mut Block {
-        let b = self.free;
+    pub(crate) fn take_one(&self) -> *mut Block {
+        let b = self.free.get();
         if !b.is_null() {
             // SAFETY: b heads the owner's local free list.
-            self.free = unsafe { Block::next_in_slab(b) };
-            self.used += 1;
+            self.free.set(unsafe { Block::next_in_slab(b) });
+            self.used.set(self.used.get() + 1);
             return b;
         }
-        if self.fresh_next < self.capacity {
-            let b = self.fresh_block(self.fresh_next);
-            self.fresh_next += 1;
-            self.used += 1;
+        let fresh = self.fresh_next.get();
+        if fresh < self.capacity {
+            let b = self.fresh_block(fresh);
+            self.fresh_next.set(fresh + 1);
+            self.used.set(self.used.get() + 1);
             return b;
         }
         ptr::null_mut()
@@ -188,6 +208,7 @@ impl SlabMeta {
     }
 
     /// Moves up to `max - out.len` blocks into `out`; returns how many.
+    /// Holder only.
     ///
     /// The local free list goes first, and whole when it fits into an empty
     /// `out`: then it is not walked at all. Its blocks often came back from
@@ -195,14 +216,17 @@ impl SlabMeta {
     /// is taken when the block is handed out, where it overlaps with the
     /// caller's own work. Otherwise the part taken is cut off with one walk
     /// that reads links but writes only the last.
-    pub(crate) fn take_into(&mut self, out: &mut Chain, max: usize) -> usize {
+    pub(crate) fn take_into(&self, out: &mut Chain, max: usize) -> usize {
         let mut n = 0;
-        let local = (self.fresh_next - self.used) as usize;
+        // Read once: the link stores below may alias the Cells as far as the
+        // compiler knows, and a reload of `used` would cost a load.
+        let used = self.used.get();
+        let local = (self.fresh_next.get() - used) as usize;
         let room = max.saturating_sub(out.len);
         if local > 0 && room > 0 {
-            let head = self.free;
+            let head = self.free.get();
             if local <= room && out.is_empty() {
-                self.free = ptr::null_mut();
+                self.free.set(ptr::null_mut());
                 n = local;
             } else {
                 n = local.min(room);
@@ -212,13 +236,13 @@ impl SlabMeta {
                     last = unsafe { Block::next_in_slab(last) };
                 }
                 // SAFETY: `last` is on the local list.
-                self.free = unsafe { Block::next_in_slab(last) };
+                self.free.set(unsafe { Block::next_in_slab(last) });
                 // SAFETY: the first n blocks are cut off the list: ours.
                 unsafe { Block::set_next(last, out.head) };
             }
             out.head = head;
             out.len += n;
-            self.used += n as u32;
+            self.used.set(used + n as u32);
         }
         while out.len < max {
             let b = self.take_one();
@@ -232,27 +256,28 @@ impl SlabMeta {
         n
     }
 
-    /// Returns a block to the local free list.
+    /// Returns a block to the local free list. Holder only.
     ///
     /// # Safety
     /// `b` is a block of this slab that is out of it (counted in `used`).
     #[inline(always)]
-    pub(crate) unsafe fn put_local(&mut self, b: *mut Block) {
+    pub(crate) unsafe fn put_local(&self, b: *mut Block) {
         // SAFETY: caller's contract.
-        unsafe { Block::set_next(b, self.free) };
-        self.free = b;
-        self.used -= 1;
+        unsafe { Block::set_next(b, self.free.get()) };
+        self.free.set(b);
+        self.used.set(self.used.get() - 1);
     }
 
     /// Appends a chain of `n` blocks of this slab to the local free list.
+    /// Holder only.
     ///
     /// # Safety
     /// The chain's blocks belong to this slab and are counted in `used`.
-    pub(crate) unsafe fn put_chain(&mut self, head: *mut Block, tail: *mut Block, n: usize) {
+    pub(crate) unsafe fn put_chain(&self, head: *mut Block, tail: *mut Block, n: usize) {
         // SAFETY: caller's contract.
-        unsafe { Block::set_next(tail, self.free) };
-        self.free = head;
-        self.used -= n as u32;
+        unsafe { Block::set_next(tail, self.free.get()) };
+        self.free.set(head);
+        self.used.set(self.used.get() - n as u32);
     }
 }
 
@@ -264,18 +289,18 @@ pub(crate) fn new_slab(class: usize, owner: *mut u8) -> Result<*mut SlabMeta, Ou
     // initialise and nobody else can reach it yet.
     unsafe {
         meta.write(SlabMeta {
-            free: ptr::null_mut(),
-            next: ptr::null_mut(),
-            prev: ptr::null_mut(),
+            free: Cell::new(ptr::null_mut()),
+            next: Cell::new(ptr::null_mut()),
+            prev: Cell::new(ptr::null_mut()),
             owner: AtomicPtr::new(owner),
             remote: AtomicUsize::new(0),
             pending_next: AtomicPtr::new(ptr::null_mut()),
-            fresh_next: 0,
+            fresh_next: Cell::new(0),
             capacity: blocks_per_slab(class) as u32,
-            used: 0,
+            used: Cell::new(0),
             class: class as u8,
-            list: SlabList::None,
-            notify: Notify::Idle,
+            list: Cell::new(SlabList::None),
+            notify: Cell::new(Notify::Idle),
             fresh_start: 0,
             fresh_stride: 1,
             fresh_window: 1,
@@ -285,7 +310,8 @@ pub(crate) fn new_slab(class: usize, owner: *mut u8) -> Result<*mut SlabMeta, Ou
     };
     #[cfg(feature = "secure")]
     {
-        // SAFETY: just initialised, still ours alone.
+        // SAFETY: just initialised and not yet handed out: no other thread
+        // can reach it, so this `&mut` is the only access to any of it.
         let m = unsafe { &mut *meta };
         let (r, r2) = (superslab::os::random_word(), superslab::os::random_word());
         let window = order_window(class);
@@ -333,8 +359,8 @@ fn random_order(capacity: u32, r: usize) -> (u16, u16) {
 pub(crate) unsafe fn release_slab(meta: *mut SlabMeta) {
     // SAFETY: caller's contract.
     let m = unsafe { &*meta };
-    debug_assert_eq!(m.used, 0);
-    debug_assert_eq!(m.list, SlabList::None);
+    debug_assert_eq!(m.used.get(), 0);
+    debug_assert_eq!(m.list.get(), SlabList::None);
     crate::stats::slab_released(m.class());
     // SAFETY: the slab came from alloc_slab and holds no live block.
     unsafe { superslab::free_run(m.slab()) };
@@ -356,35 +382,36 @@ impl SlabQueue {
     /// `s` is held by the caller and on no list.
     pub(crate) unsafe fn push_front(&mut self, s: *mut SlabMeta, list: SlabList) {
         // SAFETY: caller's contract.
-        let m = unsafe { &mut *s };
-        m.prev = ptr::null_mut();
-        m.next = self.head;
+        let m = unsafe { &*s };
+        m.prev.set(ptr::null_mut());
+        m.next.set(self.head);
         if !self.head.is_null() {
             // SAFETY: list members are held slabs.
-            unsafe { (*self.head).prev = s };
+            unsafe { (*self.head).prev.set(s) };
         }
         self.head = s;
-        m.list = list;
+        m.list.set(list);
     }
 
     /// # Safety
     /// `s` is on this list.
     pub(crate) unsafe fn remove(&mut self, s: *mut SlabMeta) {
         // SAFETY: caller's contract.
-        let m = unsafe { &mut *s };
-        if m.prev.is_null() {
-            self.head = m.next;
+        let m = unsafe { &*s };
+        let (prev, next) = (m.prev.get(), m.next.get());
+        if prev.is_null() {
+            self.head = next;
         } else {
             // SAFETY: list members are held slabs.
-            unsafe { (*m.prev).next = m.next };
+            unsafe { (*prev).next.set(next) };
         }
-        if !m.next.is_null() {
+        if !next.is_null() {
             // SAFETY: list members are held slabs.
-            unsafe { (*m.next).prev = m.prev };
+            unsafe { (*next).prev.set(prev) };
         }
-        m.next = ptr::null_mut();
-        m.prev = ptr::null_mut();
-        m.list = SlabList::None;
+        m.next.set(ptr::null_mut());
+        m.prev.set(ptr::null_mut());
+        m.list.set(SlabList::None);
     }
 }
 
