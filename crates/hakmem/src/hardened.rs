@@ -198,12 +198,19 @@ fn poisoned_span(class: usize) -> usize {
 /// owned by the caller.
 #[inline(always)]
 unsafe fn poison(p: *mut u8, block: usize) {
+    if block == 0 {
+        return;
+    }
     let pattern = u64::from_ne_bytes([POISON; 8]);
-    let words = p.cast::<u64>();
-    for i in (0..block / 8).filter(|&i| i != MARK_WORD.start / 8) {
-        // SAFETY: word i lies inside the block (caller's contract).
-        // Volatile, so the loop stays a loop of plain stores.
-        unsafe { words.add(i).write_volatile(pattern) };
+    // SAFETY: the first word lies inside the block (caller's contract).
+    unsafe { p.cast::<u64>().write_volatile(pattern) };
+    // 16 bytes a store from the third word on (blocks are 16-aligned and
+    // a multiple of 16 long). Volatile, so the loop stays a loop of plain
+    // stores rather than a call of `memset`.
+    let chunks = p.cast::<[u64; 2]>();
+    for i in 1..block / 16 {
+        // SAFETY: chunk i lies inside the block (caller's contract).
+        unsafe { chunks.add(i).write_volatile([pattern; 2]) };
     }
 }
 

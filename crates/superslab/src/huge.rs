@@ -8,7 +8,7 @@
 //! A mapping is in one of three states, kept in its header's `state` word:
 //! live (handed out), cached (freed, kept for reuse; its registry entry
 //! stays) or gone (being unmapped). Only a live mapping is a block to
-//! [`lookup`], so a second free of a cached block is refused like any other
+//! [`lookup`](crate::lookup), so a second free of a cached block is refused like any other
 //! stale pointer. [`free`] leaves the live state with one compare-and-swap,
 //! so of two frees of one block, racing or not, exactly one proceeds.
 
