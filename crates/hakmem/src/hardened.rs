@@ -163,31 +163,31 @@ fn with_ring<R>(f: impl FnOnce(&mut Quarantine) -> R) -> R {
 /// # Safety
 /// `p` is a small block of class `class`, marked free, given up.
 pub(crate) unsafe fn enter(p: *mut u8, class: usize) -> Option<(*mut u8, usize)> {
-    let phase = with_ring(|r| r.phase);
-    if phase == Phase::Exited {
-        // Going back at once: nothing to poison or check.
-        return Some((p, class));
-    }
-    if phase == Phase::Fresh {
-        start();
-    }
-    let span = poisoned_span(class);
-    // SAFETY: the block is ours, 16-aligned and at least `span` (a
-    // multiple of 16) bytes long.
-    unsafe { poison(p, span) };
-    let out = with_ring(|r| {
+    // One access to the thread-local a free (in libhakmem.so each is a
+    // `__tls_get_addr` call): poisoning and checking touch blocks only.
+    with_ring(|r| {
+        match r.phase {
+            Phase::Active => {}
+            // Going back at once: nothing to poison or check.
+            Phase::Exited => return Some((p, class)),
+            Phase::Fresh => start(r),
+        }
+        // SAFETY: the block is ours, 16-aligned and at least this many (a
+        // multiple of 16) bytes long.
+        unsafe { poison(p, poisoned_span(class, r.poison_limit)) };
         let i = r.next;
         r.next = (i + 1) % QUARANTINE_SLOTS;
-        core::mem::replace(&mut r.slots[i], (p, class))
-    });
-    // SAFETY: a block that entered the ring, marked free and poisoned.
-    (!out.0.is_null()).then(|| unsafe { leave(out.0, out.1) })
+        let (out, out_class) = core::mem::replace(&mut r.slots[i], (p, class));
+        // SAFETY: a block that entered the ring, marked free and poisoned.
+        (!out.is_null()).then(|| unsafe { leave(out, out_class, r.poison_limit) })
+    })
 }
 
-/// Bytes of a block of `class` that the quarantine poisons and checks.
+/// Bytes of a block of `class` that the quarantine poisons and checks,
+/// with the thread's `poison_limit`.
 #[inline(always)]
-fn poisoned_span(class: usize) -> usize {
-    class_size(class).min(with_ring(|r| r.poison_limit))
+fn poisoned_span(class: usize, limit: usize) -> usize {
+    class_size(class).min(limit)
 }
 
 /// Fills the first `block` bytes at `p` but the free-mark word with
@@ -214,12 +214,13 @@ unsafe fn poison(p: *mut u8, block: usize) {
     }
 }
 
-/// Checks the poison of a block leaving the quarantine.
+/// Checks the poison of a block leaving the quarantine (poisoned under
+/// `limit`).
 ///
 /// # Safety
 /// `p` is a small block of `class` that entered the quarantine.
-unsafe fn leave(p: *mut u8, class: usize) -> (*mut u8, usize) {
-    let block = poisoned_span(class);
+unsafe fn leave(p: *mut u8, class: usize, limit: usize) -> (*mut u8, usize) {
+    let block = poisoned_span(class, limit);
     // SAFETY: inside the block.
     let after_mark = unsafe { p.add(MARK_WORD.end) };
     if block > 0
@@ -235,26 +236,28 @@ unsafe fn leave(p: *mut u8, class: usize) -> (*mut u8, usize) {
     (p, class)
 }
 
+/// The thread's first quarantined free: the exit key armed, the poison
+/// option read.
 #[cold]
-fn start() {
+fn start(r: &mut Quarantine) {
     let _ = KEY.get();
     // SAFETY: the destructor ignores its value; non-null makes it run.
     unsafe { KEY.arm(core::ptr::dangling_mut::<libc::c_void>()) };
-    let limit = hakmem_superslab::options::get().secure_poison.limit();
-    with_ring(|r| {
-        r.poison_limit = limit;
-        r.phase = Phase::Active;
-    });
+    r.poison_limit = hakmem_superslab::options::get().secure_poison.limit();
+    r.phase = Phase::Active;
 }
 
 /// Takes every block out of the calling thread's quarantine, checked, and
 /// hands each to `free` (the facade's real free).
 pub(crate) fn drain(mut free: impl FnMut(*mut u8, usize)) {
     for i in 0..QUARANTINE_SLOTS {
-        let (p, class) = with_ring(|r| core::mem::replace(&mut r.slots[i], (ptr::null_mut(), 0)));
+        let ((p, class), limit) = with_ring(|r| {
+            let slot = core::mem::replace(&mut r.slots[i], (ptr::null_mut(), 0));
+            (slot, r.poison_limit)
+        });
         if !p.is_null() {
             // SAFETY: a block that entered the ring.
-            let (p, class) = unsafe { leave(p, class) };
+            let (p, class) = unsafe { leave(p, class, limit) };
             free(p, class);
         }
     }
@@ -264,10 +267,10 @@ pub(crate) fn drain(mut free: impl FnMut(*mut u8, usize)) {
 /// leaving them there (at process exit, when no thread exit will).
 pub(crate) fn check_quarantine() {
     for i in 0..QUARANTINE_SLOTS {
-        let (p, class) = with_ring(|r| r.slots[i]);
+        let ((p, class), limit) = with_ring(|r| (r.slots[i], r.poison_limit));
         if !p.is_null() {
             // SAFETY: a block that entered the ring.
-            unsafe { leave(p, class) };
+            unsafe { leave(p, class, limit) };
         }
     }
 }

@@ -322,9 +322,11 @@ pub unsafe fn free(block: HugeRef) -> Result<(), AlreadyFreed> {
     let h = block.header();
     // SAFETY: the mapping is still ours (caller's contract): the header is
     // mapped. Whoever moves the state off LIVE owns the mapping from here.
-    let claimed =
-        unsafe { &(*h).state }.compare_exchange(LIVE, CACHED, Ordering::AcqRel, Ordering::Acquire);
-    if claimed.is_err() {
+    let state = unsafe { &(*h).state };
+    if state
+        .compare_exchange(LIVE, CACHED, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
         return Err(AlreadyFreed);
     }
     // SAFETY: as above.

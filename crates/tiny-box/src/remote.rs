@@ -328,25 +328,11 @@ mod loom_models {
     }
 
     fn slab(owner: *mut FakeHeap, used: u32) -> *mut SlabMeta {
-        Box::into_raw(Box::new(SlabMeta {
-            free: Cell::new(ptr::null_mut()),
-            next: Cell::new(ptr::null_mut()),
-            prev: Cell::new(ptr::null_mut()),
-            owner: AtomicPtr::new(owner.cast()),
-            remote: AtomicUsize::new(0),
-            pending_next: AtomicPtr::new(ptr::null_mut()),
-            fresh_next: Cell::new(8),
-            capacity: 8,
-            used: Cell::new(used),
-            class: 0,
-            list: Cell::new(SlabList::Full),
-            notify: Cell::new(Notify::Idle),
-            fresh_start: 0,
-            fresh_stride: 1,
-            fresh_window: 1,
-            fresh_stride_last: 1,
-            fresh_color: 0,
-        }))
+        let m = crate::slab::empty_meta(owner.cast(), 0, 8);
+        m.fresh_next.set(8);
+        m.used.set(used);
+        m.list.set(SlabList::Full);
+        Box::into_raw(Box::new(m))
     }
 
     fn local_free_list(s: &SlabMeta) -> Vec<usize> {
@@ -525,14 +511,13 @@ mod threads_on_a_plain_record {
     use std::thread;
     use std::vec::Vec;
 
-    use core::cell::Cell;
     use core::ptr;
     use core::sync::atomic::Ordering;
 
     use super::{arm, collect, disarm, push, wait_not_busy};
     use crate::block::Block;
     use crate::slab::{Notify, SlabList, SlabMeta};
-    use crate::sync::{AtomicPtr, AtomicUsize, Backoff};
+    use crate::sync::{AtomicPtr, Backoff};
 
     const BLOCKS: usize = 8;
 
@@ -545,25 +530,11 @@ mod threads_on_a_plain_record {
     /// A full slab's record, every block out, none fresh: so no block
     /// address is ever computed from the record's place in a region.
     fn record(owner: *const FakeHeap) -> SlabMeta {
-        SlabMeta {
-            free: Cell::new(ptr::null_mut()),
-            next: Cell::new(ptr::null_mut()),
-            prev: Cell::new(ptr::null_mut()),
-            owner: AtomicPtr::new(owner.cast_mut().cast()),
-            remote: AtomicUsize::new(0),
-            pending_next: AtomicPtr::new(ptr::null_mut()),
-            fresh_next: Cell::new(BLOCKS as u32),
-            capacity: BLOCKS as u32,
-            used: Cell::new(BLOCKS as u32),
-            class: 1,
-            list: Cell::new(SlabList::Full),
-            notify: Cell::new(Notify::Idle),
-            fresh_start: 0,
-            fresh_stride: 1,
-            fresh_window: 1,
-            fresh_stride_last: 1,
-            fresh_color: 0,
-        }
+        let m = crate::slab::empty_meta(owner.cast_mut().cast(), 1, BLOCKS as u32);
+        m.fresh_next.set(BLOCKS as u32);
+        m.used.set(BLOCKS as u32);
+        m.list.set(SlabList::Full);
+        m
     }
 
     /// The blocks of the record: two words each of `arena`.

@@ -281,33 +281,37 @@ impl SlabMeta {
     }
 }
 
+/// The record of a slab of `capacity` blocks of `class` owned by `owner`
+/// (null: abandoned), before any block is handed out.
+pub(crate) fn empty_meta(owner: *mut u8, class: usize, capacity: u32) -> SlabMeta {
+    SlabMeta {
+        free: Cell::new(ptr::null_mut()),
+        next: Cell::new(ptr::null_mut()),
+        prev: Cell::new(ptr::null_mut()),
+        owner: AtomicPtr::new(owner),
+        remote: AtomicUsize::new(0),
+        pending_next: AtomicPtr::new(ptr::null_mut()),
+        fresh_next: Cell::new(0),
+        capacity,
+        used: Cell::new(0),
+        class: class as u8,
+        list: Cell::new(SlabList::None),
+        notify: Cell::new(Notify::Idle),
+        fresh_start: 0,
+        fresh_stride: 1,
+        fresh_window: 1,
+        fresh_stride_last: 1,
+        fresh_color: 0,
+    }
+}
+
 /// Takes a fresh slab from the superslab and sets it up for `class`.
 pub(crate) fn new_slab(class: usize, owner: *mut u8) -> Result<*mut SlabMeta, OutOfMemory> {
     let grant = superslab::alloc_slab()?;
     let meta = grant.slab.client::<SlabMeta>();
     // SAFETY: the slab was just handed to us; its client area is ours to
     // initialise and nobody else can reach it yet.
-    unsafe {
-        meta.write(SlabMeta {
-            free: Cell::new(ptr::null_mut()),
-            next: Cell::new(ptr::null_mut()),
-            prev: Cell::new(ptr::null_mut()),
-            owner: AtomicPtr::new(owner),
-            remote: AtomicUsize::new(0),
-            pending_next: AtomicPtr::new(ptr::null_mut()),
-            fresh_next: Cell::new(0),
-            capacity: blocks_per_slab(class) as u32,
-            used: Cell::new(0),
-            class: class as u8,
-            list: Cell::new(SlabList::None),
-            notify: Cell::new(Notify::Idle),
-            fresh_start: 0,
-            fresh_stride: 1,
-            fresh_window: 1,
-            fresh_stride_last: 1,
-            fresh_color: 0,
-        })
-    };
+    unsafe { meta.write(empty_meta(owner, class, blocks_per_slab(class) as u32)) };
     #[cfg(feature = "secure")]
     {
         // SAFETY: just initialised and not yet handed out: no other thread
