@@ -9,9 +9,12 @@
 //! huge block that the huge cache keeps and one too big for it; each
 //! immediately, after allocations of other sizes, interleaved with a free
 //! of another block of its size, after the thread's cache was flushed, and
-//! after a first free by another thread (the remote list).
+//! after a first free by another thread, exited (the remote list) or still
+//! running (its outgoing list).
 
 use std::process::Command;
+use std::sync::{mpsc, Mutex};
+use std::thread;
 
 use hakmem_tiny_box::{class_size, NUM_CLASSES};
 
@@ -44,15 +47,33 @@ enum Between {
     /// The first free is another thread's, which exits: a small block
     /// went back to its slab through the remote list.
     FreedElsewhere,
+    /// The first free is another thread's, which stays alive until the
+    /// second free is done: a small block of this thread's slab waits on
+    /// that thread's outgoing list (fast path) or on the slab's remote
+    /// list.
+    FreedByLiveThread,
 }
 
-const BETWEEN: [Between; 5] = [
+const BETWEEN: [Between; 6] = [
     Between::Nothing,
     Between::OtherAllocations,
     Between::AnotherFree,
     Between::Flushed,
     Between::FreedElsewhere,
+    Between::FreedByLiveThread,
 ];
+
+/// The thread of a `FreedByLiveThread` first free, kept alive (it waits for
+/// its sender to drop) until [`let_the_freer_go`].
+static LIVE_FREER: Mutex<Option<(mpsc::Sender<()>, thread::JoinHandle<()>)>> = Mutex::new(None);
+
+/// Ends the thread a `FreedByLiveThread` first free left alive, if any.
+fn let_the_freer_go() {
+    if let Some((done, freer)) = LIVE_FREER.lock().unwrap().take() {
+        drop(done);
+        freer.join().unwrap();
+    }
+}
 
 /// Commits the first half of a double free of a `size`-byte block; returns
 /// the block, freed once, for the second free.
@@ -68,15 +89,29 @@ fn first_free(size: usize, between: Between) -> *mut u8 {
     if let Between::FreedElsewhere = between {
         let addr = p as usize;
         // SAFETY: live, freed once, by another thread.
-        std::thread::spawn(move || unsafe { hakmem::free(addr as *mut u8) })
+        thread::spawn(move || unsafe { hakmem::free(addr as *mut u8) })
             .join()
             .unwrap();
+        return p;
+    }
+    if let Between::FreedByLiveThread = between {
+        let addr = p as usize;
+        let (freed, freed_here) = mpsc::channel();
+        let (done, wait_for_done) = mpsc::channel::<()>();
+        let freer = thread::spawn(move || {
+            // SAFETY: live, freed once, by this thread.
+            unsafe { hakmem::free(addr as *mut u8) };
+            freed.send(()).unwrap();
+            let _ = wait_for_done.recv();
+        });
+        freed_here.recv().unwrap();
+        *LIVE_FREER.lock().unwrap() = Some((done, freer));
         return p;
     }
     // SAFETY: live, freed once here.
     unsafe { hakmem::free(p) };
     match between {
-        Between::Nothing | Between::FreedElsewhere => {}
+        Between::Nothing | Between::FreedElsewhere | Between::FreedByLiveThread => {}
         Between::Flushed => hakmem::trim(),
         Between::OtherAllocations => {
             // Sizes that cannot reuse the freed block's memory (that
@@ -161,6 +196,7 @@ fn child() {
     println!("misuse-address {:#018x}", p as usize);
     // SAFETY: deliberately invalid; hakmem must detect it.
     unsafe { hakmem::free(p) };
+    let_the_freer_go();
     assert_eq!(hakmem::stats().invalid_frees, 1);
     if let Some(size) = case
         .strip_prefix("double:")
@@ -185,6 +221,7 @@ fn child_all_ignored() {
             let p = first_free(size, between);
             // SAFETY: a second free, deliberately; ignored by option.
             unsafe { hakmem::free(p) };
+            let_the_freer_go();
             expected += 1;
             assert_eq!(
                 hakmem::stats().invalid_frees,
