@@ -294,6 +294,30 @@ pub unsafe fn free(p: *mut u8) {
     }
 }
 
+/// Frees a block whose requested size and alignment the caller knows: C23's
+/// `free_sized` / `free_aligned_sized` and C++'s sized `operator delete`.
+/// The size picks the class without a lookup, as Rust's `dealloc` does;
+/// a zero size or an alignment that is not a power of two falls back to
+/// [`free`] (which classifies by address).
+///
+/// # Safety
+/// `p` is null, or a live hakmem block allocated with exactly this size
+/// (as requested) and alignment (1 for `malloc`'s), given up.
+#[inline]
+pub unsafe fn free_sized(p: *mut u8, size: usize, align: usize) {
+    if p.is_null() {
+        return;
+    }
+    match Layout::from_size_align(size, align.max(1)) {
+        // Size 0: hardened builds serve it from the inaccessible area,
+        // which only the lookup recognises.
+        // SAFETY: the caller's contract is GlobalAlloc::dealloc's.
+        Ok(layout) if size != 0 => unsafe { HakMem.dealloc(p, layout) },
+        // SAFETY: the caller's contract; anything else is classified there.
+        _ => unsafe { free(p) },
+    }
+}
+
 /// Bytes usable at `p` (a live hakmem block), 0 for null or foreign.
 /// Hardened builds answer the size asked for, read from the block's slack
 /// canary (and stop the process when the canary shows an overflow).
@@ -471,6 +495,13 @@ unsafe impl GlobalAlloc for HakMem {
     // 72 -> 100 instructions an operation under callgrind).
     #[inline(always)]
     unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+        // Hardened builds serve size 0 from the inaccessible area (see
+        // `alloc_aligned`), which has no class: the lookup knows it.
+        #[cfg(feature = "secure")]
+        if layout.size() == 0 {
+            // SAFETY: GlobalAlloc's contract: p came from alloc.
+            return unsafe { free(p) };
+        }
         if let Some(class) = common_class(layout.size(), layout.align()) {
             // SAFETY: GlobalAlloc's contract: p came from alloc with this
             // layout, so it is a block of this class.
