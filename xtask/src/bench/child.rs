@@ -1,6 +1,7 @@
 //! Running one benchmark binary: its output, its exit status and its peak
 //! resident set size, as the kernel accounted it (`wait4`'s `rusage`).
 
+use std::ffi::OsString;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -27,13 +28,21 @@ pub struct Sample {
     pub line: String,
 }
 
-/// Runs `bin args`, killing it after `timeout`. An error says why there
-/// is no sample (start failure, signal, non-zero exit, no `ops/s` line),
-/// with the child's stderr.
-pub fn run(bin: &Path, args: &[String], timeout: Duration) -> Result<Sample, String> {
+/// Runs `bin args` with `env` added (and no `LD_PRELOAD` but one in
+/// `env`), killing it after `timeout`. Returns the sample and the child's
+/// stderr; an error says why there is no sample (start failure, signal,
+/// non-zero exit, no `ops/s` line), with the child's stderr.
+pub fn run(
+    bin: &Path,
+    args: &[String],
+    env: &[(&str, OsString)],
+    timeout: Duration,
+) -> Result<(Sample, String), String> {
     let start = Instant::now();
     let mut child = Command::new(bin)
         .args(args)
+        .env_remove("LD_PRELOAD")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -121,14 +130,15 @@ pub fn run(bin: &Path, args: &[String], timeout: Duration) -> Result<Sample, Str
     let peak_rss_from_child = own_peak_kib.is_some();
     let peak_rss_bytes =
         own_peak_kib.unwrap_or_else(|| u64::try_from(usage.ru_maxrss).unwrap_or(0)) * 1024;
-    Ok(Sample {
+    let sample = Sample {
         ops_per_sec,
         peak_rss_bytes,
         peak_rss_from_child,
         threads_created,
         wall_seconds,
         line: line.trim().to_string(),
-    })
+    };
+    Ok((sample, stderr))
 }
 
 /// The whole number right after `marker` in `line`.

@@ -1,27 +1,36 @@
-//! `cargo xtask bench`: the workload suite of `hakmem-benches`, built once
-//! per allocator and run side by side.
+//! `cargo xtask bench`: two workload sets run side by side across
+//! allocators.
 //!
-//! 1. Builds `hakmem-benches` in release once per allocator (the same
-//!    profile and flags for each; only the cargo features differ) and
-//!    copies every binary to `<target>/release/<workload>-<allocator>`.
-//! 2. Runs the chosen workloads `--runs` times for every allocator,
-//!    interleaved (A B C ... A B C ...; the order is rotated each round so
-//!    that no allocator always runs first), each run a fresh process whose
-//!    peak RSS comes from the kernel (`wait4`).
+//! - The Rust set, `hakmem-benches`: built in release once per allocator
+//!   (the same profile and flags for each; only the cargo features differ),
+//!   every binary copied to `<target>/release/<workload>-<allocator>`.
+//! - The C set, `benches/c`: C and C++ programs compiled once with
+//!   `cc`/`c++` into `<target>/bench/c/` and run under `LD_PRELOAD` with
+//!   each allocator's shared library (see `preload.rs`); glibc without.
+//!   Every run is checked to have used the library it names.
+//!
+//! 1. Builds what the chosen workloads and allocators need.
+//! 2. Runs the chosen workloads `--runs` times for every allocator of their
+//!    set, interleaved (A B C ... A B C ...; the order is rotated each round
+//!    so that no allocator always runs first), each run a fresh process.
 //! 3. Prints per workload the median throughput, median peak RSS, ratios
-//!    against `hakmem+box-refactor` (the original's "Fix #1") and mimalloc,
-//!    and the original's A/B decision rule; writes `results.md`,
-//!    `results.svg` (and JSON with `--json`).
+//!    against the set's baseline (`hakmem+box-refactor`, the original's
+//!    "Fix #1", in the Rust set; libhakmem.so in the C set) and mimalloc,
+//!    and the original's A/B decision rule (Rust set) or hakmem against
+//!    mimalloc and the fastest of jemalloc, tcmalloc and glibc (C set);
+//!    writes `results.md`, `results.svg` (and JSON with `--json`).
 //!
 //! Default: `larson` (`larson 2 8 128 1024 100 12345 4`) and
 //! `thread-churn` (`thread-churn 2 8 128 1024 12345 4`, the original's
-//! command shape), 3 runs each, all seven allocators: 42 runs of about
-//! 2 s, plus the builds.
+//! command shape), 3 runs each, all nine Rust-set allocators: 54 runs of
+//! about 2 s, plus the builds. `--workload c` runs the C set.
 
 mod child;
+mod preload;
 mod report;
 mod suite;
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -31,13 +40,19 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::{cargo, run_step, workspace_root};
 use report::{AllocatorResult, Report, WorkloadResult};
-use suite::{Allocator, Workload, ALLOCATORS, DEFAULT_SECONDS, DEFAULT_WORKLOADS, WORKLOADS};
+use suite::{
+    Allocator, Program, Set, Workload, BASELINE, C_BASELINE, DEFAULT_SECONDS, DEFAULT_WORKLOADS,
+    REFERENCE,
+};
 
 /// Options of `cargo xtask bench`.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Workloads, comma-separated, or `all`: larson, thread-churn,
-    /// prodcons, false-sharing, churn, mixed.
+    /// Workloads, comma-separated: names, `rust` (the Rust set: larson,
+    /// larson-published, thread-churn, prodcons, false-sharing, churn,
+    /// mixed), `c` (the C set, run under LD_PRELOAD: c-hot, c-hot-mt,
+    /// cxx-larson, cxx-larson-sized, c-xthread, c-random, c-realloc) or
+    /// `all` (both).
     #[arg(long, default_value = DEFAULT_WORKLOADS)]
     workload: String,
     /// Seconds per run (each workload's SECONDS argument).
@@ -47,13 +62,17 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Thread count for the threaded workloads (default: each workload's
-    /// own: 4 for Larson, 2 for the others; prodcons uses N/2 pairs).
+    /// own: 4 for Larson, 2 for the other Rust ones; prodcons uses N/2
+    /// pairs; 4 for the threaded C ones but 2 for c-realloc).
     #[arg(long)]
     threads: Option<usize>,
-    /// Allocators, comma-separated, or `all`: hakmem+box-refactor+fast-path,
-    /// hakmem+box-refactor, hakmem+fast-path, hakmem,
-    /// hakmem+box-refactor+fast-path+secure, system, mimalloc,
-    /// mimalloc+secure, jemalloc.
+    /// Allocators, comma-separated, or `all`. Rust set:
+    /// hakmem+box-refactor+fast-path, hakmem+box-refactor,
+    /// hakmem+fast-path, hakmem, hakmem+box-refactor+fast-path+secure,
+    /// system, mimalloc, mimalloc+secure, jemalloc. C set: hakmem
+    /// (libhakmem.so), hakmem+secure, mimalloc, jemalloc, glibc,
+    /// mimalloc-debian, jemalloc-debian, tcmalloc-debian. Each set takes
+    /// the names it has.
     #[arg(long, default_value = "all")]
     alloc: String,
     /// Also write the results as JSON to this file.
@@ -78,56 +97,154 @@ pub fn run(args: &BenchArgs) -> bool {
     }
 }
 
+/// One allocator of one workload, ready to run.
+struct Entry {
+    /// The allocator's name.
+    name: &'static str,
+    /// The binary to run.
+    bin: PathBuf,
+    /// Environment added to the run (`LD_PRELOAD`, `HAKMEM_STATS`).
+    env: Vec<(&'static str, OsString)>,
+    /// For the C set: the library whose use the run must show.
+    lib: Option<usize>,
+}
+
 fn run_inner(args: &BenchArgs) -> Result<bool, String> {
-    let workloads = suite::select(&args.workload, &WORKLOADS, |w| w.name)?;
-    let allocators = suite::select(&args.alloc, &ALLOCATORS, |a| a.name)?;
+    let chosen = suite::select_workloads(&args.workload)?;
+    let (rust_allocs, c_allocs) = suite::select_allocators(&args.alloc)?;
     if args.runs == 0 || args.seconds == 0 || args.threads == Some(0) {
         return Err("--runs, --seconds and --threads must be at least 1".into());
     }
-    let target = target_dir()?;
-    let bins = target.join("release");
-    if !args.no_build {
-        for a in &allocators {
-            build(a, &workloads, &target, &bins)?;
+    let mut notes: Vec<String> = Vec::new();
+    let has_allocators = |set: Set| match set {
+        Set::Rust => !rust_allocs.is_empty(),
+        Set::C => !c_allocs.is_empty(),
+    };
+    for set in [Set::Rust, Set::C] {
+        if !has_allocators(set) && chosen.iter().any(|w| w.set() == set) {
+            let msg = format!(
+                "the {} set's workloads are skipped: --alloc names none of its allocators",
+                set.name()
+            );
+            eprintln!("==> {msg}");
+            notes.push(msg);
         }
     }
+    let mut workloads: Vec<&Workload> = chosen
+        .into_iter()
+        .filter(|w| has_allocators(w.set()))
+        .collect();
+    if workloads.is_empty() {
+        return Err("no workload left to run".into());
+    }
+    let target = target_dir()?;
+    let bins = target.join("release");
+    let c_bins = target.join("bench").join("c");
+    let rust_set: Vec<&Workload> = workloads
+        .iter()
+        .copied()
+        .filter(|w| w.set() == Set::Rust)
+        .collect();
+    let c_set: Vec<&Workload> = workloads
+        .iter()
+        .copied()
+        .filter(|w| w.set() == Set::C)
+        .collect();
+    if !args.no_build && !rust_set.is_empty() {
+        for a in &rust_allocs {
+            build(a, &rust_set, &target, &bins)?;
+        }
+    }
+    let libs = if c_set.is_empty() {
+        Vec::new()
+    } else {
+        let libs = preload::prepare(&c_allocs, &target, !args.no_build, &mut notes)?;
+        if !args.no_build {
+            preload::compile(&c_set, &c_bins)?;
+        }
+        libs
+    };
+    if !c_set.is_empty() && libs.is_empty() {
+        notes.push("the C set's workloads are skipped: none of its allocators is available".into());
+        workloads.retain(|w| w.set() != Set::C);
+        if workloads.is_empty() {
+            return Err("no workload left to run".into());
+        }
+    }
+    let allocator_notes: Vec<String> = libs
+        .iter()
+        .map(|l| format!("{}: {}", l.name, l.note))
+        .collect();
+
+    let plan: Vec<Vec<Entry>> = workloads
+        .iter()
+        .map(|w| match &w.program {
+            Program::Rust(_) => rust_allocs
+                .iter()
+                .map(|a| Entry {
+                    name: a.name,
+                    bin: binary_path(&bins, w, a),
+                    env: Vec::new(),
+                    lib: None,
+                })
+                .collect(),
+            Program::C { binary, .. } => libs
+                .iter()
+                .enumerate()
+                .map(|(i, l)| Entry {
+                    name: l.name,
+                    bin: c_bins.join(binary),
+                    env: l.env(),
+                    lib: Some(i),
+                })
+                .collect(),
+        })
+        .collect();
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cpu = cpu_model();
     eprintln!("\n==> machine: {cores} CPU cores ({cpu})");
     let mut results: Vec<WorkloadResult> = workloads
         .iter()
-        .map(|w| WorkloadResult {
+        .zip(&plan)
+        .map(|(w, entries)| WorkloadResult {
             workload: w.name.into(),
+            set: w.set().name().into(),
+            baseline: match w.set() {
+                Set::Rust => BASELINE.into(),
+                Set::C => C_BASELINE.into(),
+            },
+            reference: REFERENCE.into(),
             what: w.what.into(),
             command: format!(
                 "{} {}",
                 w.name,
                 (w.args)(args.seconds, args.threads).join(" ")
             ),
-            allocators: allocators
+            allocators: entries
                 .iter()
-                .map(|a| AllocatorResult {
-                    allocator: a.name.into(),
+                .map(|e| AllocatorResult {
+                    allocator: e.name.into(),
                     runs: Vec::new(),
                     failures: Vec::new(),
                     median_ops_per_sec: None,
                     median_peak_rss_bytes: None,
                     peak_rss_from_child: false,
                     median_threads_created: None,
-                    ratio_vs_box_refactor: None,
-                    ratio_vs_mimalloc: None,
+                    ratio_vs_baseline: None,
+                    ratio_vs_reference: None,
                 })
                 .collect(),
         })
         .collect();
 
-    let total = args.runs * workloads.len() * allocators.len();
+    let per_round: usize = plan.iter().map(Vec::len).sum();
+    let total = args.runs * per_round;
     eprintln!(
-        "==> {total} runs of about {} s: {} workload(s) x {} allocator(s) x {} run(s), interleaved",
+        "==> {total} runs of about {} s: {} workload(s), {per_round} workload-allocator pairs, \
+         {} run(s) each, interleaved",
         args.seconds,
         workloads.len(),
-        allocators.len(),
         args.runs
     );
     let bar = ProgressBar::new(total as u64);
@@ -139,21 +256,28 @@ fn run_inner(args: &BenchArgs) -> Result<bool, String> {
     );
     let timeout = Duration::from_secs(args.seconds * 10 + 60);
     let date = date();
+    let tree = preload::tree_state();
     let mut ok = true;
     for round in 0..args.runs {
         for (wi, w) in workloads.iter().enumerate() {
             let wargs = (w.args)(args.seconds, args.threads);
-            for k in 0..allocators.len() {
-                let ai = (k + round) % allocators.len();
-                let a = allocators[ai];
-                bar.set_message(format!("{} / {}", w.name, a.name));
-                let bin = binary_path(&bins, w, a);
+            let n = plan[wi].len();
+            for k in 0..n {
+                let ai = (k + round) % n;
+                let e = &plan[wi][ai];
+                bar.set_message(format!("{} / {}", w.name, e.name));
                 let slot = &mut results[wi].allocators[ai];
-                match child::run(&bin, &wargs, timeout) {
+                let run = child::run(&e.bin, &wargs, &e.env, timeout).and_then(|(s, stderr)| {
+                    if let Some(i) = e.lib {
+                        preload::verify(&libs[i], &s.line, &stderr)?;
+                    }
+                    Ok(s)
+                });
+                match run {
                     Ok(s) => slot.runs.push(s),
-                    Err(e) => {
-                        bar.println(format!("==> FAILED {} / {}: {e}", w.name, a.name));
-                        slot.failures.push(e);
+                    Err(err) => {
+                        bar.println(format!("==> FAILED {} / {}: {err}", w.name, e.name));
+                        slot.failures.push(err);
                         ok = false;
                     }
                 }
@@ -172,6 +296,9 @@ fn run_inner(args: &BenchArgs) -> Result<bool, String> {
         cores,
         cpu,
         runs: args.runs,
+        tree,
+        allocator_notes,
+        notes,
         rss_floor_bytes: own_peak_rss(),
         workloads: results,
     };
@@ -238,7 +365,13 @@ fn build(a: &Allocator, workloads: &[&Workload], target: &Path, bins: &Path) -> 
     if !a.features.is_empty() {
         cmd.arg("--features").arg(a.features);
     }
-    let mut binaries: Vec<&str> = workloads.iter().map(|w| w.binary).collect();
+    let mut binaries: Vec<&str> = workloads
+        .iter()
+        .filter_map(|w| match w.program {
+            Program::Rust(b) => Some(b),
+            Program::C { .. } => None,
+        })
+        .collect();
     binaries.sort_unstable();
     binaries.dedup();
     for b in binaries {
@@ -248,7 +381,10 @@ fn build(a: &Allocator, workloads: &[&Workload], target: &Path, bins: &Path) -> 
         return Err(format!("the build for {} failed", a.name));
     }
     for w in workloads {
-        let from = bins.join(w.binary);
+        let Program::Rust(binary) = w.program else {
+            continue;
+        };
+        let from = bins.join(binary);
         let to = binary_path(bins, w, a);
         std::fs::copy(&from, &to)
             .map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), to.display()))?;

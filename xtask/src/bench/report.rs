@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::child::Sample;
-use super::suite::{BASELINE, FAST_PATH, REFERENCE, SHIP_RATIO};
+use super::suite::{FAST_PATH, SHIP_RATIO};
 
 /// Everything one `cargo xtask bench` measured.
 #[derive(Serialize)]
@@ -21,6 +21,13 @@ pub struct Report {
     pub cpu: String,
     /// Runs per allocator and workload.
     pub runs: usize,
+    /// The git commit of the tree measured (and whether `crates/` had
+    /// uncommitted changes).
+    pub tree: String,
+    /// What each allocator of the C set is (library, version, how built).
+    pub allocator_notes: Vec<String>,
+    /// Allocators skipped or replaced, and why.
+    pub notes: Vec<String>,
     /// The peak RSS of the process that started the runs (its `VmHWM`). `wait4`'s
     /// `ru_maxrss` of a child counts the memory of the process it was
     /// forked from until its `exec`, so no child reads below this: values
@@ -35,6 +42,12 @@ pub struct Report {
 pub struct WorkloadResult {
     /// The workload (binary) name.
     pub workload: String,
+    /// Its set: `rust` (a binary per allocator) or `c` (preloaded).
+    pub set: String,
+    /// The allocator of the first ratio column.
+    pub baseline: String,
+    /// The allocator of the second ratio column.
+    pub reference: String,
     /// What it measures.
     pub what: String,
     /// The binary and arguments, as run (`<workload> args...`).
@@ -62,10 +75,12 @@ pub struct AllocatorResult {
     /// Median threads created (Larson binaries).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub median_threads_created: Option<u64>,
-    /// Median throughput over that of `hakmem+box-refactor`.
-    pub ratio_vs_box_refactor: Option<f64>,
-    /// Median throughput over that of mimalloc.
-    pub ratio_vs_mimalloc: Option<f64>,
+    /// Median throughput over that of the workload's `baseline`
+    /// (`hakmem+box-refactor` in the Rust set, `hakmem` in the C set).
+    pub ratio_vs_baseline: Option<f64>,
+    /// Median throughput over that of the workload's `reference`
+    /// (mimalloc).
+    pub ratio_vs_reference: Option<f64>,
 }
 
 /// The median of `v` (mean of the middle two for an even count).
@@ -102,11 +117,11 @@ impl WorkloadResult {
                 .find(|a| a.allocator == name)
                 .and_then(|a| a.median_ops_per_sec)
         };
-        let (base, reference) = (of(BASELINE), of(REFERENCE));
+        let (base, reference) = (of(&self.baseline), of(&self.reference));
         for a in &mut self.allocators {
             let m = a.median_ops_per_sec;
-            a.ratio_vs_box_refactor = m.zip(base).map(|(m, b)| m / b);
-            a.ratio_vs_mimalloc = m.zip(reference).map(|(m, r)| m / r);
+            a.ratio_vs_baseline = m.zip(base).map(|(m, b)| m / b);
+            a.ratio_vs_reference = m.zip(reference).map(|(m, r)| m / r);
         }
     }
 
@@ -114,7 +129,7 @@ impl WorkloadResult {
     /// sides of the A/B ran.
     pub fn verdict(&self) -> Option<String> {
         let fast = self.allocators.iter().find(|a| a.allocator == FAST_PATH)?;
-        let r = fast.ratio_vs_box_refactor?;
+        let r = fast.ratio_vs_baseline?;
         let pct = (r - 1.0) * 100.0;
         let decision = if r >= SHIP_RATIO {
             "SHIP the fast path"
@@ -126,8 +141,81 @@ impl WorkloadResult {
         Some(format!(
             "A/B (the original's rule: does the fast path beat the box path by the 20-40% it \
              promised? Fix #2 > Fix #1 by >= {SHIP_RATIO}x -> ship): Fix #2 ({FAST_PATH}) / \
-             Fix #1 ({BASELINE}) = {r:.2}x ({pct:+.0}%) -> {decision}"
+             Fix #1 ({}) = {r:.2}x ({pct:+.0}%) -> {decision}",
+            self.baseline
         ))
+    }
+
+    /// The C set's summary: the baseline (hakmem) against the reference
+    /// (mimalloc) and against the fastest of jemalloc, tcmalloc and glibc,
+    /// speed and peak RSS.
+    pub fn comparison(&self) -> Option<String> {
+        if self.set != "c" {
+            return None;
+        }
+        let of = |name: &str| {
+            self.allocators
+                .iter()
+                .find(|a| a.allocator == name)
+                .filter(|a| a.median_ops_per_sec.is_some())
+        };
+        let base = of(&self.baseline)?;
+        let (b, b_rss) = (base.median_ops_per_sec?, base.median_peak_rss_bytes?);
+        let versus = |a: &AllocatorResult| {
+            let o = a.median_ops_per_sec.unwrap_or(0.0);
+            let r = a.median_peak_rss_bytes.unwrap_or(0);
+            format!(
+                "{:.2}x {} (peak RSS {} / {})",
+                b / o,
+                a.allocator,
+                mib(b_rss),
+                mib(r)
+            )
+        };
+        let mut parts = Vec::new();
+        if let Some(r) = of(&self.reference) {
+            parts.push(versus(r));
+        }
+        let best = self
+            .allocators
+            .iter()
+            .filter(|a| {
+                ["jemalloc", "tcmalloc", "glibc"]
+                    .iter()
+                    .any(|p| a.allocator.starts_with(p))
+            })
+            .filter(|a| a.median_ops_per_sec.is_some())
+            .max_by(|x, y| {
+                let (a, b) = (x.median_ops_per_sec, y.median_ops_per_sec);
+                a.unwrap_or(0.0).total_cmp(&b.unwrap_or(0.0))
+            });
+        if let Some(best) = best {
+            parts.push(format!(
+                "{} (the fastest of jemalloc, tcmalloc and glibc)",
+                versus(best)
+            ));
+        }
+        (!parts.is_empty()).then(|| format!("{}: {}", self.baseline, parts.join("; ")))
+    }
+
+    fn headers(&self) -> [String; 7] {
+        [
+            "allocator".into(),
+            "Mops/s (median)".into(),
+            "peak RSS (median)".into(),
+            format!("vs {}", self.baseline),
+            format!("vs {}", self.reference),
+            "threads created".into(),
+            "runs (Mops/s)".into(),
+        ]
+    }
+
+    /// The lines printed under the table: the verdict or the comparison.
+    fn summary(&self) -> Vec<String> {
+        self.verdict()
+            .into_iter()
+            .chain(self.comparison())
+            .collect()
     }
 
     fn rows(&self, floor: u64) -> Vec<[String; 7]> {
@@ -147,8 +235,8 @@ impl WorkloadResult {
                     a.median_peak_rss_bytes.map_or("-".into(), |b| {
                         rss(b, if a.peak_rss_from_child { 0 } else { floor })
                     }),
-                    a.ratio_vs_box_refactor.map_or("-".into(), ratio),
-                    a.ratio_vs_mimalloc.map_or("-".into(), ratio),
+                    a.ratio_vs_baseline.map_or("-".into(), ratio),
+                    a.ratio_vs_reference.map_or("-".into(), ratio),
                     a.median_threads_created
                         .map_or("-".into(), |t| t.to_string()),
                     runs,
@@ -157,16 +245,6 @@ impl WorkloadResult {
             .collect()
     }
 }
-
-const HEADERS: [&str; 7] = [
-    "allocator",
-    "Mops/s (median)",
-    "peak RSS (median)",
-    "vs hakmem+box-refactor",
-    "vs mimalloc",
-    "threads created",
-    "runs (Mops/s)",
-];
 
 fn mops(x: f64) -> String {
     format!("{:.2}", x / 1e6)
@@ -197,9 +275,13 @@ impl Report {
              marks such values at or below its floor, the spawning process's own RSS, {})\n",
             mib(self.rss_floor_bytes)
         );
+        for n in self.allocator_notes.iter().chain(&self.notes) {
+            let _ = writeln!(s, "- {n}");
+        }
         for w in &self.workloads {
             let rows = w.rows(self.rss_floor_bytes);
-            let mut width = HEADERS.map(str::len);
+            let headers = w.headers();
+            let mut width = headers.clone().map(|h| h.len());
             for r in &rows {
                 for (i, c) in r.iter().enumerate() {
                     width[i] = width[i].max(c.chars().count());
@@ -218,11 +300,11 @@ impl Report {
                 }
                 l.trim_end().to_string()
             };
-            let _ = writeln!(s, "{}", line(&HEADERS.map(String::from)));
+            let _ = writeln!(s, "{}", line(&headers));
             for r in &rows {
                 let _ = writeln!(s, "{}", line(r));
             }
-            if let Some(v) = w.verdict() {
+            for v in w.summary() {
                 let _ = writeln!(s, "{v}");
             }
         }
@@ -235,26 +317,44 @@ impl Report {
         let _ = writeln!(s, "# hakmem benchmark results\n");
         let _ = writeln!(
             s,
-            "- date: {}\n- command: `{}`\n- machine: {} CPU cores ({})\n- runs per allocator: {} \
+            "- date: {}\n- command: `{}`\n- tree: {}\n- machine: {} CPU cores ({})\n- runs per \
+             allocator: {} \
              (interleaved; medians shown)\n- peak RSS: each run's own `VmHWM`, printed by the \
              binary at its end (a binary that prints none: `wait4`'s `ru_maxrss`, where `<=` \
              marks values at or below the floor of that method, the RSS of the spawning \
              process, {})\n\n![throughput](results.svg)",
             self.date,
             self.command,
+            self.tree,
             self.cores,
             self.cpu,
             self.runs,
             mib(self.rss_floor_bytes)
         );
+        if !self.allocator_notes.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nThe C set's allocators (each run checked to have used its own):\n"
+            );
+            for n in &self.allocator_notes {
+                let _ = writeln!(s, "- {n}");
+            }
+        }
+        if !self.notes.is_empty() {
+            let _ = writeln!(s, "\nNotes:\n");
+            for n in &self.notes {
+                let _ = writeln!(s, "- {n}");
+            }
+        }
         for w in &self.workloads {
+            let headers = w.headers();
             let _ = writeln!(s, "\n## {}\n\n{}  \n`{}`\n", w.workload, w.what, w.command);
-            let _ = writeln!(s, "| {} |", HEADERS.join(" | "));
-            let _ = writeln!(s, "|---|{}", "---:|".repeat(HEADERS.len() - 2) + "---|");
+            let _ = writeln!(s, "| {} |", headers.join(" | "));
+            let _ = writeln!(s, "|---|{}", "---:|".repeat(headers.len() - 2) + "---|");
             for r in w.rows(self.rss_floor_bytes) {
                 let _ = writeln!(s, "| {} |", r.join(" | "));
             }
-            if let Some(v) = w.verdict() {
+            for v in w.summary() {
                 let _ = writeln!(s, "\n{v}");
             }
         }
@@ -301,7 +401,7 @@ impl Report {
                     ty = y + 15.0,
                     name = xml(&a.allocator),
                     h = ROW - 6.0,
-                    color = color(&a.allocator),
+                    color = color(&w.set, &a.allocator),
                     vx = LABEL + len + 6.0,
                     label = xml(&label),
                 );
@@ -323,7 +423,10 @@ impl Report {
     }
 }
 
-fn color(allocator: &str) -> &'static str {
+fn color(set: &str, allocator: &str) -> &'static str {
+    if set == "c" && allocator == "hakmem" {
+        return "#d9480f";
+    }
     match allocator {
         "hakmem+box-refactor+fast-path" => "#d9480f",
         "hakmem+box-refactor" => "#f76707",
@@ -333,6 +436,11 @@ fn color(allocator: &str) -> &'static str {
         "mimalloc" => "#1c7ed6",
         "mimalloc+secure" => "#74c0fc",
         "jemalloc" => "#37b24d",
+        "hakmem+secure" => "#ffa94d",
+        "glibc" => "#868e96",
+        "mimalloc-debian" => "#a5d8ff",
+        "jemalloc-debian" => "#8ce99a",
+        "tcmalloc-debian" => "#9c36b5",
         _ => "#495057",
     }
 }
