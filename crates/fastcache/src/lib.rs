@@ -15,7 +15,8 @@
 //! - **drain**: a list that passes its bound hands the excess back in one
 //!   chain through [`SmallBackend::drain`].
 //! - **foreign blocks**: a freed block whose slab another live thread
-//!   allocates from ([`SmallBackend::reusable_here`] says no) is never
+//!   allocates from (its [`SmallBackend::owner_of`] is neither null nor this
+//!   thread's token) is never
 //!   handed out by this thread: its neighbours on the cache line are that
 //!   thread's, and reusing it here would make both threads write the line
 //!   (passive false sharing). It waits on the class's outgoing list and
@@ -199,6 +200,11 @@ struct ThreadCache {
     /// Cold-path counters (`hits` lives in the lists).
     counters: [ClassStats; NUM_CLASSES],
     phase: Phase,
+    /// The thread's owner token in tiny-box ([`SmallBackend::owner_token`]),
+    /// copied on each refill (the first one creates it), so that a free
+    /// tells its own slabs from other threads' without a second
+    /// thread-local. Null before the first refill and after the exit.
+    owner: *const u8,
 }
 
 std::thread_local! {
@@ -209,6 +215,7 @@ std::thread_local! {
             next_batch: [0; NUM_CLASSES],
             counters: [ClassStats::ZERO; NUM_CLASSES],
             phase: Phase::Fresh,
+            owner: ptr::null(),
         })
     };
 }
@@ -246,32 +253,215 @@ pub fn bound_of(class: usize) -> usize {
 
 #[inline(always)]
 fn with_cache<R>(f: impl FnOnce(&mut ThreadCache) -> R) -> R {
+    // SAFETY: this thread's alone; no reference outlives `f`, which never re-enters.
+    f(unsafe { &mut *cache_of_thread() })
+}
+
+/// The calling thread's cache, through `std::thread_local!`. In a shared
+/// library that is a call of `__tls_get_addr` (the general-dynamic model):
+/// with `initial-exec-tls` only the cold paths come here.
+#[inline(always)]
+fn cache_of_thread() -> *mut ThreadCache {
     // Only the address is taken inside `LocalKey::with`, so that its
-    // closure stays trivial and is inlined whatever `f` holds (with the
-    // hot path inside it, hardened builds' bigger pops and pushes left
-    // `with` out of line).
+    // closure stays trivial and is inlined whatever the caller does next.
     // The cache is a const-initialised thread-local without a destructor,
     // so its address is valid for the thread's whole life.
-    let cache = CACHE.with(|c| c.get());
-    // SAFETY: this thread's alone; no reference outlives `f`, which never re-enters.
-    f(unsafe { &mut *cache })
+    CACHE.with(|c| c.get())
+}
+
+/// The calling thread's cache on the hit paths. With `initial-exec-tls`,
+/// [`UNSET`] until the thread is set up ([`start_thread`] publishes its
+/// cache): its lists are empty and its owner token matches no slab, so
+/// every call on it takes a cold path, and no test for it sits on the hit
+/// paths. Without the feature, the thread-local itself.
+#[inline(always)]
+fn hot_cache() -> *mut ThreadCache {
+    #[cfg(all(
+        feature = "initial-exec-tls",
+        target_arch = "x86_64",
+        target_os = "linux"
+    ))]
+    return ie_slot::get();
+    #[cfg(not(all(
+        feature = "initial-exec-tls",
+        target_arch = "x86_64",
+        target_os = "linux"
+    )))]
+    return cache_of_thread();
+}
+
+/// The cache of threads not set up yet, read and never written: its lists
+/// are empty (an allocation refills, which sets the thread up) and its
+/// owner token is its own address, which no slab has (a free takes the
+/// cold path, which sets the thread up). Hit paths reach it only through
+/// raw places, never a reference (threads share it).
+// Its field is reached through the static's address (`ie_slot::unset`),
+// which the compiler does not count as a read; without initial-exec-tls
+// the whole of it is unused.
+#[allow(dead_code)]
+struct Unset(UnsafeCell<ThreadCache>);
+
+// SAFETY: never written; read through raw pointers by any thread.
+unsafe impl Sync for Unset {}
+
+#[cfg_attr(
+    not(all(feature = "initial-exec-tls", target_arch = "x86_64", target_os = "linux")),
+    allow(dead_code)
+)]
+static UNSET: Unset = Unset(UnsafeCell::new(ThreadCache {
+    lists: [FreeList {
+        head: ptr::null_mut(),
+        hits: 0,
+        entered: 0,
+        bound: 0,
+    }; NUM_CLASSES],
+    outgoing: [Outgoing {
+        head: ptr::null_mut(),
+        count: 0,
+    }; NUM_CLASSES],
+    next_batch: [0; NUM_CLASSES],
+    counters: [ClassStats::ZERO; NUM_CLASSES],
+    phase: Phase::Fresh,
+    owner: &UNSET as *const Unset as *const u8,
+}));
+
+/// True when `c` is [`UNSET`]; never without `initial-exec-tls`, where
+/// the hit paths use the thread-local itself.
+#[inline(always)]
+fn is_unset(c: *mut ThreadCache) -> bool {
+    #[cfg(all(
+        feature = "initial-exec-tls",
+        target_arch = "x86_64",
+        target_os = "linux"
+    ))]
+    return core::ptr::eq(c, ie_slot::unset());
+    #[cfg(not(all(
+        feature = "initial-exec-tls",
+        target_arch = "x86_64",
+        target_os = "linux"
+    )))]
+    {
+        let _ = c;
+        false
+    }
+}
+
+/// One pointer of initial-exec thread-local storage holding the address of
+/// the thread's cache, so that the hit paths of a shared library
+/// (libhakmem.so) reach their thread-local with two instructions instead
+/// of a call of `__tls_get_addr`: what `-ftls-model=initial-exec` gives
+/// mimalloc, written with `asm!` because stable Rust has no TLS-model
+/// attribute. The slot is 8 bytes of the static TLS block, which `dlopen`
+/// of the library after startup must find free in glibc's surplus (it
+/// keeps hundreds of bytes for that; a full surplus fails the `dlopen`
+/// with "cannot allocate memory in static TLS block"): see docs/C_ABI.md.
+/// In an executable the linker relaxes the access to the local-exec model.
+#[cfg(all(
+    feature = "initial-exec-tls",
+    target_arch = "x86_64",
+    target_os = "linux"
+))]
+mod ie_slot {
+    use super::ThreadCache;
+    use core::arch::{asm, global_asm};
+
+    global_asm!(
+        ".pushsection .tbss,\"awT\",@nobits",
+        ".p2align 3",
+        ".globl __hakmem_fastcache_slot",
+        ".hidden __hakmem_fastcache_slot",
+        ".type __hakmem_fastcache_slot,@object",
+        ".size __hakmem_fastcache_slot,8",
+        "__hakmem_fastcache_slot:",
+        ".zero 8",
+        ".popsection",
+    );
+
+    /// The slot's offset from the thread pointer, from the GOT entry the
+    /// linker makes for it (a constant after relocation).
+    #[inline(always)]
+    fn offset() -> isize {
+        let off: isize;
+        // SAFETY: reads the GOT entry of the slot's TLS offset, which the
+        // dynamic linker fills before any code of the library runs.
+        unsafe {
+            asm!(
+                "movq __hakmem_fastcache_slot@GOTTPOFF(%rip), {off}",
+                off = out(reg) off,
+                options(att_syntax, pure, nomem, nostack, preserves_flags),
+            )
+        };
+        off
+    }
+
+    /// The thread's cache: [`UNSET`](super::UNSET) plus the slot's value,
+    /// which is the distance to the thread's cache once published and zero
+    /// (the TLS block's initial value) before. (A distance rather than an
+    /// address, so the initial value needs no relocation in the TLS
+    /// image.)
+    #[inline(always)]
+    pub(super) fn get() -> *mut ThreadCache {
+        let distance: usize;
+        // SAFETY: %fs is the thread pointer; the slot lies at this offset
+        // from it in every thread's static TLS block, initialised to zero.
+        unsafe {
+            asm!(
+                "movq %fs:({off}), {v}",
+                off = in(reg) offset(),
+                v = out(reg) distance,
+                options(att_syntax, pure, readonly, nostack, preserves_flags),
+            )
+        };
+        unset().wrapping_byte_add(distance)
+    }
+
+    /// [`UNSET`](super::UNSET)'s address, PC-relative: from Rust, code
+    /// inlined into another crate of libhakmem.so reaches this crate's
+    /// static through a GOT entry (a load more on every call).
+    #[inline(always)]
+    pub(super) fn unset() -> *mut ThreadCache {
+        let a: *mut ThreadCache;
+        // SAFETY: computes an address; touches no memory.
+        unsafe {
+            asm!(
+                "leaq {u}(%rip), {a}",
+                u = sym super::UNSET,
+                a = out(reg) a,
+                options(att_syntax, pure, nomem, nostack, preserves_flags),
+            )
+        };
+        a
+    }
+
+    /// Publishes the thread's cache.
+    pub(super) fn set(cache: *mut ThreadCache) {
+        let distance = (cache as usize).wrapping_sub(unset() as usize);
+        // SAFETY: as in `get`; the slot is this thread's own.
+        unsafe {
+            asm!(
+                "movq {v}, %fs:({off})",
+                off = in(reg) offset(),
+                v = in(reg) distance,
+                options(att_syntax, nostack, preserves_flags),
+            )
+        };
+    }
 }
 
 /// A block of `class`, or null when memory cannot be had.
 #[inline(always)]
 pub fn alloc(class: usize) -> *mut u8 {
-    let hit = with_cache(|c| {
-        let list = &mut c.lists[class];
-        let b = list.head;
-        if !b.is_null() {
-            // SAFETY: b heads this thread's list of free blocks.
-            list.head = unsafe { Block::next(b) };
-            list.hits += 1;
-        }
-        b
-    });
-    if !hit.is_null() {
-        return hit.cast();
+    let c = hot_cache();
+    // SAFETY: this thread's cache or UNSET, read through a raw place.
+    let b = unsafe { (*c).lists[class].head };
+    if !b.is_null() {
+        // Not UNSET (its lists are empty): this thread's own.
+        // SAFETY: this thread's cache; no other reference to the list lives.
+        let list = unsafe { &mut (*c).lists[class] };
+        // SAFETY: b heads this thread's list of free blocks.
+        list.head = unsafe { Block::next(b) };
+        list.hits += 1;
+        return b.cast();
     }
     refill_and_take(class)
 }
@@ -283,24 +473,88 @@ pub fn alloc(class: usize) -> *mut u8 {
 /// [`SelectedBackend`], and is not used again.
 #[inline(always)]
 pub unsafe fn free(p: *mut u8, class: usize) {
+    // SAFETY: the caller's contract: a block of the backend, out.
+    let owner = unsafe { SelectedBackend::owner_of(p) };
+    // SAFETY: as above; the owner token is its slab's.
+    unsafe { free_owned(p, class, owner) }
+}
+
+/// [`free`] for a caller that has already read the block's slab record:
+/// `owner` is its [`SmallBackend::owner_of`].
+///
+/// # Safety
+/// As for [`free`], and `owner` is the owner token of `p`'s slab.
+#[inline(always)]
+pub unsafe fn free_owned(p: *mut u8, class: usize, owner: *const u8) {
+    let c = hot_cache();
+    // SAFETY: this thread's cache or UNSET, read through a raw place.
+    if owner != unsafe { (*c).owner } && (!owner.is_null() || is_unset(c)) {
+        // SAFETY: the caller's contract.
+        return unsafe { free_not_mine(c, p, class, owner) };
+    }
+    // SAFETY: the caller's contract; `c` is this thread's own cache (UNSET's
+    // token is no slab's, and a null one was tested above), and the block
+    // is of one of its slabs or of an abandoned one (reusable here).
+    unsafe { push_local(c, p, class) }
+}
+
+/// Pushes a block of one of this thread's slabs (or of an abandoned one)
+/// onto its list, and drains the list past its bound.
+///
+/// # Safety
+/// As for [`free`]; `c` is this thread's own cache (not [`UNSET`]).
+#[inline(always)]
+unsafe fn push_local(c: *mut ThreadCache, p: *mut u8, class: usize) {
+    debug_assert!(class < NUM_CLASSES);
+    // SAFETY: this thread's cache; no other reference to the list lives;
+    // `class` is a class (the caller's contract: a block of that class).
+    let list = unsafe { (*c).lists.get_unchecked_mut(class) };
+    // SAFETY: the caller gives the block up to us.
+    unsafe { push(&mut list.head, p) };
+    list.entered = list.entered.wrapping_add(1);
+    if list.count() > list.bound {
+        drain_excess(class);
+    }
+}
+
+/// A free of a block that is not this thread's to cache: another live
+/// thread's (sent back to it), or any block on a thread not set up yet.
+///
+/// # Safety
+/// As for [`free_owned`]; `c` is [`hot_cache`]'s answer.
+#[inline(always)]
+unsafe fn free_not_mine(c: *mut ThreadCache, p: *mut u8, class: usize, owner: *const u8) {
+    if is_unset(c) {
+        // SAFETY: the caller's contract.
+        return unsafe { free_unset(p, class, owner) };
+    }
     // A block of a slab that another live thread allocates from is not
     // handed out again here: two threads would write one cache line
     // (passive false sharing). It goes back to its owner, in a batch.
-    // SAFETY: the caller's contract: a block of the backend, out.
-    if !unsafe { SelectedBackend::reusable_here(p) } {
-        // SAFETY: as above.
-        return unsafe { free_foreign(p, class) };
+    // SAFETY: the caller's contract: a block of the backend, out; `c` is
+    // this thread's cache.
+    unsafe { free_foreign(c, p, class) }
+}
+
+/// A free on a thread whose cache is not published yet (its first call
+/// into hakmem may be a free): sets the thread up, then frees as usual.
+///
+/// # Safety
+/// As for [`free_owned`].
+#[cold]
+#[inline(never)]
+unsafe fn free_unset(p: *mut u8, class: usize, owner: *const u8) {
+    if with_cache(|c| c.phase) == Phase::Fresh {
+        start_thread();
     }
-    let over = with_cache(|c| {
-        let list = &mut c.lists[class];
-        // SAFETY: the caller gives the block up to us.
-        unsafe { push(&mut list.head, p) };
-        list.entered = list.entered.wrapping_add(1);
-        list.count() > list.bound
-    });
-    if over {
-        drain_excess(class);
-    }
+    #[cfg(all(
+        feature = "initial-exec-tls",
+        target_arch = "x86_64",
+        target_os = "linux"
+    ))]
+    ie_slot::set(cache_of_thread());
+    // SAFETY: the caller's contract; the cache is published now.
+    unsafe { free_owned(p, class, owner) }
 }
 
 /// Pushes the block at `p` onto the list `head` (its length is the
@@ -321,17 +575,17 @@ unsafe fn push(head: &mut *mut Block, p: *mut u8) {
 /// gain on the hit path.
 ///
 /// # Safety
-/// As for [`free`].
+/// As for [`free`]; `c` is the calling thread's cache.
 #[inline(always)]
-unsafe fn free_foreign(p: *mut u8, class: usize) {
-    let over = with_cache(|c| {
-        let list = &mut c.outgoing[class];
-        // SAFETY: the caller gives the block up to us.
-        unsafe { push(&mut list.head, p) };
-        list.count += 1;
-        list.count > c.lists[class].bound / 2
-    });
-    if over {
+unsafe fn free_foreign(c: *mut ThreadCache, p: *mut u8, class: usize) {
+    // SAFETY: this thread's cache, reached field by field.
+    let bound = unsafe { (*c).lists[class].bound };
+    // SAFETY: as above; no other reference to the list lives.
+    let list = unsafe { &mut (*c).outgoing[class] };
+    // SAFETY: the caller gives the block up to us.
+    unsafe { push(&mut list.head, p) };
+    list.count += 1;
+    if list.count > bound / 2 {
         drain_outgoing(class);
     }
 }
@@ -387,7 +641,9 @@ fn refill_and_take(class: usize) -> *mut u8 {
         want
     });
     let mut chain = SelectedBackend::refill(class, want);
+    let token = SelectedBackend::owner_token();
     with_cache(|c| {
+        c.owner = token;
         let k = &mut c.counters[class];
         k.misses += 1;
         if chain.len > 0 {
@@ -470,12 +726,20 @@ fn detach_front(list: &mut FreeList, n: usize) -> Chain {
 fn start_thread() {
     // Our exit key before tiny-box's, so ours runs first at exit.
     init();
+    let token = SelectedBackend::owner_token();
     with_cache(|c| {
         for (class, list) in c.lists.iter_mut().enumerate() {
             list.bound = bound_of(class) as u32;
         }
         c.phase = Phase::Active;
+        c.owner = token;
     });
+    #[cfg(all(
+        feature = "initial-exec-tls",
+        target_arch = "x86_64",
+        target_os = "linux"
+    ))]
+    ie_slot::set(cache_of_thread());
     // SAFETY: the destructor ignores its value; any non-null one makes it run.
     unsafe { KEY.arm(core::ptr::dangling_mut::<libc::c_void>()) };
 }
@@ -569,6 +833,7 @@ extern "C" fn on_thread_exit(_: *mut libc::c_void) {
         c.counters = [ClassStats::ZERO; NUM_CLASSES];
         c.next_batch = [0; NUM_CLASSES];
         c.phase = Phase::Exited;
+        c.owner = ptr::null();
     });
 }
 

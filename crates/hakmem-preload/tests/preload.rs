@@ -43,8 +43,13 @@ fn features() -> (String, String) {
     if cfg!(feature = "secure") {
         list.push("secure");
     }
+    let name_parts = list.clone();
+    // Not part of the build's name: how thread-locals are reached.
+    if cfg!(feature = "initial-exec-tls") {
+        list.push("initial-exec-tls");
+    }
     let name = std::iter::once("hakmem")
-        .chain(list.iter().copied())
+        .chain(name_parts.iter().copied())
         .collect::<Vec<_>>()
         .join("+");
     (list.join(","), name)
@@ -66,7 +71,8 @@ fn library_of(profile: Profile) -> &'static Path {
             return lib;
         }
         let (features, name) = features();
-        let dir = target_dir().join(name);
+        // One target directory per feature set (the TLS model included).
+        let dir = target_dir().join(format!("{name}+{}", features.replace(',', "+")));
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.args([

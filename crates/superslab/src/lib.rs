@@ -138,25 +138,60 @@ pub fn in_data_slab(addr: usize) -> bool {
 #[inline]
 pub fn lookup(p: *const u8) -> Lookup {
     let addr = p as usize;
+    if registry::kind_byte_of(addr) == registry::ChunkKind::Region as u8 {
+        return lookup_in_region(addr);
+    }
+    lookup_outside_regions(addr)
+}
+
+/// The slab holding `p` when it is a slab in use for small blocks, the
+/// answer [`lookup`] gives as [`Lookup::Slab`]; `None` for anything else
+/// (null included), which the caller then classifies with [`lookup`]. The
+/// first test of `free`: the commonest case with no enum in between.
+#[inline(always)]
+pub fn small_slab_of(p: *const u8) -> Option<SlabRef> {
+    let addr = p as usize;
+    if registry::kind_byte_of(addr) != registry::ChunkKind::Region as u8 {
+        return None;
+    }
+    // Index 0 is the header slab: its record exists and is never in use
+    // (nothing sets its state), so the state test below answers for it.
+    let index = (addr & (CHUNK_SIZE - 1)) >> SLAB_SHIFT;
+    // SAFETY: the registry says a live region starts at the chunk base, and
+    // every index below SLABS_PER_REGION has a record.
+    let slab = unsafe { SlabRef::from_parts((addr & !(CHUNK_SIZE - 1)) as *mut _, index) };
+    slab.state().contains(SlabState::IN_USE).then_some(slab)
+}
+
+/// [`lookup`] of an address in a chunk the registry gives to a region.
+#[inline(always)]
+fn lookup_in_region(addr: usize) -> Lookup {
+    let offset = addr & (CHUNK_SIZE - 1);
+    let index = offset >> SLAB_SHIFT;
+    if index == 0 {
+        return Lookup::NotAllocated;
+    }
+    // SAFETY: the registry says a live region starts at the chunk base and
+    // index is within 1..SLABS_PER_REGION.
+    let slab = unsafe { SlabRef::from_parts((addr & !(CHUNK_SIZE - 1)) as *mut _, index) };
+    let state = slab.state();
+    if state.contains(SlabState::IN_USE) {
+        Lookup::Slab(slab)
+    } else if state.contains(SlabState::RUN_HEAD) && offset & (SLAB_SIZE - 1) == 0 {
+        Lookup::Run(slab)
+    } else {
+        Lookup::NotAllocated
+    }
+}
+
+/// [`lookup`] of an address the registry does not give to a region: out
+/// of line, so that the small-block free stays short.
+#[inline(never)]
+fn lookup_outside_regions(addr: usize) -> Lookup {
     match registry::kind_of(addr) {
-        registry::ChunkKind::Region => {
-            let offset = addr & (CHUNK_SIZE - 1);
-            let index = offset >> SLAB_SHIFT;
-            if index == 0 {
-                return Lookup::NotAllocated;
-            }
-            // SAFETY: the registry says a live region starts at the chunk
-            // base and index is within 1..SLABS_PER_REGION.
-            let slab = unsafe { SlabRef::from_parts((addr & !(CHUNK_SIZE - 1)) as *mut _, index) };
-            let state = slab.state();
-            if state.contains(SlabState::IN_USE) {
-                Lookup::Slab(slab)
-            } else if state.contains(SlabState::RUN_HEAD) && offset & (SLAB_SIZE - 1) == 0 {
-                Lookup::Run(slab)
-            } else {
-                Lookup::NotAllocated
-            }
-        }
+        // A region set up at this chunk since the first look: the address
+        // was not handed out by it before the free began.
+        registry::ChunkKind::Region => Lookup::NotAllocated,
         registry::ChunkKind::ZeroSize if addr.is_multiple_of(zero::STRIDE) => Lookup::ZeroSize,
         registry::ChunkKind::ZeroSize => Lookup::NotAllocated,
         _ => match huge::lookup(addr) {

@@ -24,9 +24,6 @@ const MIN_ADDRESS_BITS: u32 = 47;
 /// The most: what a kernel hands out without a hint above it.
 const MAX_ADDRESS_BITS: u32 = 48;
 
-/// Entries in the table, set (before `TABLE` is published) when it is made.
-static ENTRIES: AtomicUsize = AtomicUsize::new(0);
-
 /// The bits of address space a table must cover for a process whose
 /// stack is at `stack` (the user space's top lies just above it).
 fn address_bits_for(stack: usize) -> u32 {
@@ -48,7 +45,21 @@ pub enum ChunkKind {
     ZeroSize = 3,
 }
 
-static TABLE: AtomicPtr<AtomicU8> = AtomicPtr::new(ptr::null_mut());
+/// The table and its size, side by side so that a lookup reaches both
+/// through one address (in libhakmem.so, one GOT entry).
+#[repr(C)]
+struct Registry {
+    /// Entries in the table: 0 until the table is published, then stored
+    /// (Release) by every creator after its compare-and-swap, so that a
+    /// reader that loads a size (Acquire) sees the table.
+    entries: AtomicUsize,
+    table: AtomicPtr<AtomicU8>,
+}
+
+static REGISTRY: Registry = Registry {
+    entries: AtomicUsize::new(0),
+    table: AtomicPtr::new(ptr::null_mut()),
+};
 
 #[cold]
 fn table_create() -> *mut AtomicU8 {
@@ -58,46 +69,43 @@ fn table_create() -> *mut AtomicU8 {
         return ptr::null_mut();
     };
     let fresh = fresh.as_ptr().cast::<AtomicU8>();
-    // Every creator computes the same size; the store comes before the
-    // table is published (Release below), so a reader that sees the table
-    // sees its size.
-    ENTRIES.store(entries, Ordering::Relaxed);
-    match TABLE.compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+    // Every creator computes the same size, and each (winner or loser of
+    // the race) stores it after the table is published: readers load the
+    // size first, so a lookup tests the bound alone (no index is under 0,
+    // the size before the table exists).
+    let table = match REGISTRY.table.compare_exchange(
+        ptr::null_mut(),
+        fresh,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    ) {
         Ok(_) => fresh,
         Err(winner) => {
             os::unmap(fresh.cast(), entries);
             winner
         }
-    }
+    };
+    REGISTRY.entries.store(entries, Ordering::Release);
+    table
 }
 
-/// Makes sure the table exists; false when the OS refused the reservation.
+/// Makes sure the table exists and its size is visible to this thread;
+/// false when the OS refused the reservation.
 pub fn ensure() -> bool {
-    !TABLE.load(Ordering::Acquire).is_null() || !table_create().is_null()
+    REGISTRY.entries.load(Ordering::Acquire) != 0 || !table_create().is_null()
 }
 
 /// The entry of `addr` in a published table.
 #[inline]
 fn index_of(addr: usize) -> Option<usize> {
     let i = addr >> CHUNK_SHIFT;
-    (i < ENTRIES.load(Ordering::Relaxed)).then_some(i)
+    (i < REGISTRY.entries.load(Ordering::Acquire)).then_some(i)
 }
 
 /// The kind of the chunk holding `addr`.
 #[inline]
 pub fn kind_of(addr: usize) -> ChunkKind {
-    let table = TABLE.load(Ordering::Acquire);
-    if table.is_null() {
-        return ChunkKind::Foreign;
-    }
-    let Some(i) = index_of(addr) else {
-        return ChunkKind::Foreign;
-    };
-    // SAFETY: the table spans ENTRIES bytes and lives for the rest of the
-    // process once published (ENTRIES was set before, and the Acquire load
-    // of the table makes it visible); `i < ENTRIES` was checked above.
-    let v = unsafe { (*table.add(i)).load(Ordering::Acquire) };
-    match v {
+    match kind_byte_of(addr) {
         1 => ChunkKind::Region,
         2 => ChunkKind::Huge,
         3 => ChunkKind::ZeroSize,
@@ -105,29 +113,42 @@ pub fn kind_of(addr: usize) -> ChunkKind {
     }
 }
 
+/// The raw entry of the chunk holding `addr` (a [`ChunkKind`] as `u8`; 0
+/// for addresses beyond the table and before it exists). What the hot
+/// lookup compares, without turning it into the enum first.
+#[inline(always)]
+pub(crate) fn kind_byte_of(addr: usize) -> u8 {
+    // The bound first: a size is published only after the table.
+    let Some(i) = index_of(addr) else {
+        return ChunkKind::Foreign as u8;
+    };
+    let table = REGISTRY.table.load(Ordering::Relaxed);
+    // SAFETY: the table spans `entries` bytes and lives for the rest of the
+    // process once published; the size is stored after the table, so the
+    // Acquire load that read a bound above `i` made the table visible.
+    unsafe { (*table.add(i)).load(Ordering::Acquire) }
+}
+
 /// Records the kind of the chunk starting at `chunk_base`, which the caller
 /// owns. False when the table is missing or the address lies beyond what it
 /// covers: the caller must then not hand the chunk out.
 pub fn set(chunk_base: usize, kind: ChunkKind) -> bool {
-    let table = TABLE.load(Ordering::Acquire);
-    match (table.is_null(), index_of(chunk_base)) {
-        (false, Some(i)) => {
-            // SAFETY: as in `kind_of`: the table is live and `i` is in bounds.
+    match index_of(chunk_base) {
+        Some(i) => {
+            let table = REGISTRY.table.load(Ordering::Relaxed);
+            // SAFETY: as in `kind_byte_of`: a size was seen, so the table
+            // is live, and `i` is in bounds.
             unsafe { (*table.add(i)).store(kind as u8, Ordering::Release) };
             true
         }
-        _ => false,
+        None => false,
     }
 }
 
 /// Chunks the table covers (0 before it exists): the first address it
 /// does not cover is this times the chunk size.
 pub fn covered_chunks() -> usize {
-    if TABLE.load(Ordering::Acquire).is_null() {
-        0
-    } else {
-        ENTRIES.load(Ordering::Relaxed)
-    }
+    REGISTRY.entries.load(Ordering::Acquire)
 }
 
 #[cfg(test)]

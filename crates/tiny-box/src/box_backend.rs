@@ -106,10 +106,17 @@ impl SmallBackend for BoxBackend {
     }
 
     #[inline(always)]
-    unsafe fn reusable_here(p: *const u8) -> bool {
+    unsafe fn owner_of(p: *const u8) -> *const u8 {
         // SAFETY: the caller's contract: a block of this backend, out.
-        let owner = unsafe { &*SlabMeta::of(p) }.owner.load(Ordering::Relaxed);
-        owner.is_null() || owner == owner_id(current_heap())
+        unsafe { &*SlabMeta::of(p) }
+            .owner
+            .load(Ordering::Relaxed)
+            .cast_const()
+    }
+
+    #[inline(always)]
+    fn owner_token() -> *const u8 {
+        owner_id(current_heap()).cast_const()
     }
 
     fn refill(class: usize, max: usize) -> Chain {

@@ -69,6 +69,8 @@ pub use legacy::LegacyBackend;
 pub use size_class::{class_for_layout, class_size, size_to_class, NUM_CLASSES, SMALL_MAX};
 pub use stats::{snapshot as stats, TinyBoxStats};
 
+use core::ptr;
+
 use hakmem_superslab::SlabRef;
 
 /// The backend the layers above use: [`BoxBackend`] with the `box-refactor`
@@ -95,16 +97,27 @@ pub trait SmallBackend {
     /// used again.
     unsafe fn free(p: *mut u8);
 
-    /// True unless `p`'s slab belongs to another live thread: a block that
-    /// one could reuse here without sharing its cache line with a thread
-    /// still using the block's neighbours.
+    /// The owner token of the slab holding `p`: the token of the live
+    /// thread that allocates from it, or null when no live thread does (an
+    /// abandoned slab, or a backend without owners). A block whose slab
+    /// another live thread owns must not be reused here: its neighbours on
+    /// the cache line are that thread's.
     ///
     /// # Safety
     /// `p` is a block this backend handed out, not yet given back.
     #[inline(always)]
-    unsafe fn reusable_here(p: *const u8) -> bool {
+    unsafe fn owner_of(p: *const u8) -> *const u8 {
         let _ = p;
-        true
+        ptr::null()
+    }
+
+    /// The calling thread's owner token (what [`Self::owner_of`] answers for
+    /// the slabs it allocates from), or null before the thread has any.
+    /// It changes only on the backend's slow paths (the first refill
+    /// creates it), so a caller may keep it from one of them to the next.
+    #[inline(always)]
+    fn owner_token() -> *const u8 {
+        ptr::null()
     }
 
     /// Up to `max` blocks of `class` (`max >= 1`) in one chain; an empty
@@ -141,9 +154,30 @@ pub fn slab_class(slab: SlabRef) -> usize {
 
 /// True when `p` is the start of a block of `slab` (a slab of this layer).
 pub fn is_block_start(slab: SlabRef, p: *const u8) -> bool {
-    let offset = p as usize - slab.base() as usize;
-    let size = class_size(slab_class(slab));
-    offset.is_multiple_of(size) && offset / size < size_class::blocks_per_slab(slab_class(slab))
+    block_of(slab, p).is_some()
+}
+
+/// What a free needs to know of the block at `p` in `slab` (a slab of this
+/// layer, in use): its class and its slab's owner token (see
+/// [`SmallBackend::owner_of`]), or `None` when `p` is not the start of a
+/// block. One read of the slab's record; the start test is a multiply by
+/// the class's reciprocal ([`size_class::block_index`]), not a division.
+#[inline(always)]
+pub fn block_of(slab: SlabRef, p: *const u8) -> Option<(usize, *const u8)> {
+    // SAFETY: the slab is held by this layer, so its client area holds a
+    // SlabMeta written when it was set up.
+    let meta = unsafe { &*slab.client::<slab::SlabMeta>() };
+    // Slabs are SLAB_SIZE-aligned (in a chunk-aligned region), so the
+    // offset is the address's low bits, whatever the slab's index.
+    let offset = p as usize & (hakmem_superslab::SLAB_SIZE - 1);
+    debug_assert_eq!(offset, p as usize - slab.base() as usize);
+    let size = meta.block_size as usize;
+    let index = size_class::index_by_reciprocal(offset, meta.block_reciprocal);
+    // A block start past the last whole block lies in the slab's tail.
+    (index * size == offset && index < meta.capacity as usize).then(|| {
+        let owner = meta.owner.load(core::sync::atomic::Ordering::Relaxed);
+        (meta.class(), owner.cast_const())
+    })
 }
 
 /// Prepares the thread-exit hook early, so that it runs after the hooks of

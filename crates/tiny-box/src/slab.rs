@@ -98,6 +98,11 @@ pub(crate) struct SlabMeta {
     /// every slab neither sit at a known place nor all fall into the same
     /// sets of the cache, as 64 KiB-aligned slab fronts would.
     pub(crate) fresh_color: u16,
+    /// The class's block size and its reciprocal (`size_class::reciprocal`),
+    /// kept beside `class` so that `free` without a size tests a block
+    /// start from this one record, with no table of the class.
+    pub(crate) block_size: u32,
+    pub(crate) block_reciprocal: u32,
 }
 
 /// Bytes of a slab whose fresh blocks hardened builds shuffle among
@@ -302,6 +307,8 @@ pub(crate) fn empty_meta(owner: *mut u8, class: usize, capacity: u32) -> SlabMet
         fresh_window: 1,
         fresh_stride_last: 1,
         fresh_color: 0,
+        block_size: class_size(class) as u32,
+        block_reciprocal: crate::size_class::reciprocal(class),
     }
 }
 
