@@ -2,8 +2,11 @@
 //!
 //! - `cargo xtask test`: the test command. Runs the workspace tests with the
 //!   default features, then the allocator crates' tests in each of the other
-//!   three toggle combinations, then clippy and rustfmt checks.
-//! - `cargo xtask bench`: the benchmark suite (see `bench/`).
+//!   three toggle combinations, then clippy and rustfmt checks, then a
+//!   smoke run of the C workloads under libhakmem.so.
+//! - `cargo xtask bench`: the benchmark suite (see `bench/`): the Rust
+//!   workloads built per allocator, and the C and C++ workloads of
+//!   `benches/c` run under `LD_PRELOAD` (`--workload c`).
 //! - `cargo xtask soak`: the long thread-churn soak (see `reliability.rs`).
 //! - `cargo xtask sanitize`: the threaded tests under ASan and TSan
 //!   (nightly toolchain with `rust-src`).
@@ -36,7 +39,8 @@ struct Cli {
 enum Task {
     /// Run every test in all four toggle combinations, plus lint checks.
     Test(test::TestArgs),
-    /// Build the workload suite once per allocator and compare them.
+    /// Build the workload suite once per allocator (Rust set) or under each
+    /// allocator's preloaded library (C set, `--workload c`) and compare.
     Bench(bench::BenchArgs),
     /// Run the long thread-churn soak (RSS flat over the run).
     Soak(reliability::SoakArgs),

@@ -1,5 +1,6 @@
 //! `cargo xtask test`: the whole test suite, in every toggle combination,
-//! plus the hardened (`secure`) build.
+//! plus the hardened (`secure`) build, lint checks, and a smoke run of the
+//! C workloads of `cargo xtask bench` under libhakmem.so.
 
 use std::process::Command;
 
@@ -131,6 +132,11 @@ pub fn run(args: &TestArgs) -> bool {
             "rustfmt check".into(),
             cargo().args(["fmt", "--all", "--check"]),
         );
+    }
+    // After the workspace tests, which built the library it loads.
+    eprintln!("\n==> the C workloads of `cargo xtask bench` under libhakmem.so (smoke)");
+    if !crate::bench::c_smoke() {
+        failed.push("C workloads under libhakmem.so (smoke)".into());
     }
     if failed.is_empty() {
         eprintln!("\n==> all test steps passed");

@@ -84,10 +84,17 @@ pub struct BenchArgs {
     /// Reuse the binaries of an earlier build instead of building.
     #[arg(long)]
     no_build: bool,
+    /// Only the smoke test of the C set that `cargo xtask test` runs: each
+    /// C program for 0.2 s under libhakmem.so, checked.
+    #[arg(long)]
+    c_smoke: bool,
 }
 
 /// Runs the benchmarks; true when every build and run succeeded.
 pub fn run(args: &BenchArgs) -> bool {
+    if args.c_smoke {
+        return c_smoke();
+    }
     match run_inner(args) {
         Ok(ok) => ok,
         Err(e) => {
@@ -342,6 +349,85 @@ fn target_dir() -> Result<PathBuf, String> {
         .as_str()
         .map(PathBuf::from)
         .ok_or_else(|| "cargo metadata gave no target_directory".into())
+}
+
+/// The build name of libhakmem.so with its default features.
+const HAKMEM_DEFAULT_BUILD: &str = "hakmem+box-refactor+fast-path";
+
+/// `cargo xtask test`'s smoke test of the C set: every C and C++ program
+/// compiled and run for a fifth of a second (two threads where threaded)
+/// under libhakmem.so, each run checked as in a bench run (its `malloc`
+/// from the library, the library's exit statistics on stderr). The library
+/// is the release build that `cargo test -p hakmem-preload` makes for its
+/// own tests (`<target>/preload-tests/hakmem+box-refactor+fast-path`), so
+/// after the workspace tests this costs the compiles and two seconds of
+/// runs. True when all passed.
+pub fn c_smoke() -> bool {
+    match c_smoke_inner() {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("==> C smoke test: {e}");
+            false
+        }
+    }
+}
+
+fn c_smoke_inner() -> Result<(), String> {
+    let target = target_dir()?;
+    let lib_target = target.join("preload-tests").join(HAKMEM_DEFAULT_BUILD);
+    let mut cmd = cargo();
+    // The same command as crates/hakmem-preload/tests/preload.rs, so that
+    // the library its tests built is fresh and reused.
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "hakmem-preload",
+        "--no-default-features",
+        "--features",
+        "box-refactor,fast-path",
+        "--release",
+    ])
+    .arg("--target-dir")
+    .arg(&lib_target);
+    if !run_step("build libhakmem.so (release, default features)", &mut cmd) {
+        return Err("the build of libhakmem.so failed".into());
+    }
+    let lib = preload::Lib {
+        name: C_BASELINE,
+        path: Some(lib_target.join("release").join("libhakmem.so")),
+        hakmem_build: Some(HAKMEM_DEFAULT_BUILD),
+        note: String::new(),
+    };
+    let workloads: Vec<&Workload> = suite::WORKLOADS
+        .iter()
+        .filter(|w| w.set() == Set::C)
+        .collect();
+    let dir = target.join("bench").join("c-smoke");
+    preload::compile(&workloads, &dir)?;
+    let env = lib.env();
+    let mut failed = Vec::new();
+    for w in &workloads {
+        let Program::C { binary, .. } = w.program else {
+            continue;
+        };
+        let mut wargs = (w.args)(1, Some(2));
+        wargs[0] = "0.2".into();
+        let run = child::run(&dir.join(binary), &wargs, &env, Duration::from_secs(60))
+            .and_then(|(s, stderr)| preload::verify(&lib, &s.line, &stderr).map(|()| s));
+        match run {
+            Ok(s) => eprintln!("    {}: {}", w.name, s.line),
+            Err(e) => {
+                eprintln!("==> FAILED {} {}: {e}", w.name, wargs.join(" "));
+                failed.push(w.name);
+            }
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("failed: {}", failed.join(", ")))
+    }
 }
 
 /// Where the copy of workload `w` built for allocator `a` lives.
