@@ -144,14 +144,18 @@ fn hakmem(
     } else {
         format!("--features {features}")
     };
+    let from = if build {
+        format!("tree at {}", tree_state())
+    } else {
+        "--no-build: the copy of an earlier build".to_string()
+    };
     Ok(Lib {
         name,
         path: Some(copy),
         hakmem_build: Some(expect),
         note: format!(
             "libhakmem.so, `cargo build --release -p hakmem-preload` ({how}; build={expect}), \
-             tree at {}",
-            tree_state()
+             {from}"
         ),
     })
 }
@@ -183,8 +187,10 @@ pub fn tree_state() -> String {
     let Some(commit) = git(&["rev-parse", "--short=12", "HEAD"]) else {
         return "an unknown commit (no git)".into();
     };
-    let subject = git(&["log", "-1", "--format=%s"]).unwrap_or_default();
-    let subject: String = subject.chars().take(72).collect();
+    let mut subject = git(&["log", "-1", "--format=%s"]).unwrap_or_default();
+    if subject.chars().count() > 72 {
+        subject = subject.chars().take(69).collect::<String>() + "...";
+    }
     match git(&["status", "--porcelain", "--", "crates"]) {
         Some(s) if !s.is_empty() => {
             format!("commit {commit} (\"{subject}\") with uncommitted changes in crates/")
