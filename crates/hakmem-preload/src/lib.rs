@@ -24,8 +24,15 @@
 //!   `panic = "abort"` build) is the one in force. A panic is a bug: the
 //!   message std formats may allocate, re-entering hakmem.
 //!
+//! ## Modules
+//! - `cxx`: C++ `operator new` / `operator delete`, every variant (their
+//!   Itanium ABI names; the throwing `new`s are naked functions, so that
+//!   the new-handler and `std::bad_alloc` never unwind through Rust).
+//!
 //! ## May call
-//! The facade (`hakmem`) and `libc`.
+//! The facade (`hakmem`) and `libc`; `cxx` also calls libstdc++'s
+//! `std::get_new_handler` and `std::__throw_bad_alloc` through weak
+//! references.
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -34,6 +41,8 @@ use core::ffi::c_void;
 use core::ptr;
 
 use libc::{c_int, size_t};
+
+mod cxx;
 
 fn set_errno(e: c_int) {
     // SAFETY: __errno_location returns this thread's errno slot.
@@ -68,6 +77,34 @@ pub extern "C" fn malloc(size: size_t) -> *mut c_void {
 pub unsafe extern "C" fn free(p: *mut c_void) {
     // SAFETY: the caller's contract; invalid pointers are detected there.
     unsafe { facade::free(p.cast()) }
+}
+
+/// `free_sized` (C23): frees a block of `malloc`, `calloc` or `realloc`
+/// whose requested size is `size`, the class from the size without the
+/// lookup (as C++'s sized delete). Null does nothing; size 0 goes through
+/// `free`.
+///
+/// # Safety
+/// `p` is null or such a block, with exactly this size, not used
+/// afterwards. A wrong size is undefined behaviour (C23) and is not
+/// detected: the block joins the wrong class.
+#[no_mangle]
+pub unsafe extern "C" fn free_sized(p: *mut c_void, size: size_t) {
+    // SAFETY: the caller's contract is the facade's free_sized's (the
+    // block came from malloc's alignment).
+    unsafe { facade::free_sized(p.cast(), size, 1) }
+}
+
+/// `free_aligned_sized` (C23): frees a block of `aligned_alloc(align,
+/// size)`; a bad alignment, like size 0, goes through `free`.
+///
+/// # Safety
+/// `p` is null or such a block, with exactly this alignment and size, not
+/// used afterwards (undetected otherwise, as for [`free_sized`]).
+#[no_mangle]
+pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, align: size_t, size: size_t) {
+    // SAFETY: the caller's contract is the facade's free_sized's.
+    unsafe { facade::free_sized(p.cast(), size, align) }
 }
 
 /// `cfree(3)`: the same as `free`.

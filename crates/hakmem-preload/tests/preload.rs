@@ -16,7 +16,7 @@
 //! The C and C++ programs in `tests/c` are compiled there with `cc`/`c++`.
 //! Each program runs under `LD_PRELOAD` with `HAKMEM_STATS=1`, and the
 //! `hakmem: stats:` lines it prints at exit prove that hakmem served it.
-//! A test whose tool (python3, git, gcc, cc, c++) is missing prints a note
+//! A test whose tool (python3, git, gcc, cc, c++, nm) is missing prints a note
 //! and passes.
 
 use std::path::{Path, PathBuf};
@@ -354,6 +354,180 @@ fn cpp_new_and_delete_go_through_hakmem() {
     let kept = if cfg!(feature = "secure") { 1 } else { 0 };
     assert!(stderr.contains(&format!(" huge_in_use={kept}")), "{stderr}");
     assert!(!stderr.contains(" huge_mapped=0 "), "{stderr}");
+}
+
+/// The C++ operators libhakmem.so exports (Itanium ABI names).
+const CXX_OPERATORS: [&str; 20] = [
+    "_Znwm",
+    "_Znam",
+    "_ZnwmRKSt9nothrow_t",
+    "_ZnamRKSt9nothrow_t",
+    "_ZnwmSt11align_val_t",
+    "_ZnamSt11align_val_t",
+    "_ZnwmSt11align_val_tRKSt9nothrow_t",
+    "_ZnamSt11align_val_tRKSt9nothrow_t",
+    "_ZdlPv",
+    "_ZdaPv",
+    "_ZdlPvm",
+    "_ZdaPvm",
+    "_ZdlPvSt11align_val_t",
+    "_ZdaPvSt11align_val_t",
+    "_ZdlPvmSt11align_val_t",
+    "_ZdaPvmSt11align_val_t",
+    "_ZdlPvRKSt9nothrow_t",
+    "_ZdaPvRKSt9nothrow_t",
+    "_ZdlPvSt11align_val_tRKSt9nothrow_t",
+    "_ZdaPvSt11align_val_tRKSt9nothrow_t",
+];
+
+/// `nm <args> <file>`'s symbol names (None without nm).
+fn nm(args: &[&str], file: &Path) -> Option<Vec<String>> {
+    if !have("nm") {
+        eprintln!("nm not found: symbol check skipped");
+        return None;
+    }
+    let out = Command::new("nm").args(args).arg(file).output().unwrap();
+    assert!(out.status.success(), "nm {args:?} {file:?}");
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().last())
+            .map(|s| s.split('@').next().unwrap().to_owned())
+            .collect(),
+    )
+}
+
+#[test]
+fn cpp_operators_are_hakmems_own() {
+    if !have("c++") {
+        eprintln!("c++ not found: skipped");
+        return;
+    }
+    for profile in [Profile::Release, Profile::Dev] {
+        if let Some(defined) = nm(&["-D", "--defined-only"], library_of(profile)) {
+            for name in CXX_OPERATORS
+                .iter()
+                .chain(&["free_sized", "free_aligned_sized"])
+            {
+                assert!(
+                    defined.iter().any(|d| d == name),
+                    "{name} is not exported ({profile:?})"
+                );
+            }
+        }
+    }
+    let exe = program(
+        "operators.cpp",
+        "c++",
+        &["-std=c++17", "-fsized-deallocation", "-ldl"],
+    );
+    // The program calls every operator (so each is bound to some library).
+    if let Some(undefined) = nm(&["-u"], &exe) {
+        for name in CXX_OPERATORS {
+            assert!(
+                undefined.iter().any(|u| u == name),
+                "operators.cpp: no {name}"
+            );
+        }
+    }
+    // Without hakmem, the operators are libstdc++'s: the check fails.
+    let plain = run(&mut Command::new(&exe), false);
+    assert!(
+        !plain.status.success()
+            && String::from_utf8_lossy(&plain.stderr).contains("an operator is not libhakmem.so's"),
+        "operators.cpp without hakmem: {plain:?}"
+    );
+    for profile in [Profile::Release, Profile::Dev] {
+        let what = format!("operators.cpp ({profile:?})");
+        let out = run_with(&mut Command::new(&exe), Some(profile));
+        let stdout = served(&out, &what);
+        // 4 throwing and 4 nothrow forms each called the throwing handler
+        // once; each of 4 forms freed the reserve once and retried.
+        let want = if stdout.contains("note: RLIMIT_AS") {
+            "operators ok (handler calls 8, reserve frees 0)"
+        } else {
+            "operators ok (handler calls 8, reserve frees 4)"
+        };
+        assert!(stdout.contains(want), "{what}: {stdout}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // Every block went back (libstdc++'s emergency pool aside: a huge
+        // mapping of its own in hardened builds), none was misfreed, and
+        // the failures were hakmem's.
+        let kept = if cfg!(feature = "secure") { 1 } else { 0 };
+        assert!(
+            stderr.contains(&format!(" huge_in_use={kept}")),
+            "{what}: {stderr}"
+        );
+        assert!(stderr.contains(" invalid_frees=0 "), "{what}: {stderr}");
+        assert!(!stderr.contains(" out_of_memory=0"), "{what}: {stderr}");
+        assert!(!stderr.contains(" huge_mapped=0 "), "{what}: {stderr}");
+    }
+    // A sized delete twice: the free mark still reports it.
+    for profile in [Profile::Release, Profile::Dev] {
+        misuse_case(&exe, "double-delete", "already free (double free)", profile);
+    }
+}
+
+/// The operators in a C program: libstdc++ is not loaded, so their weak
+/// references to it are null; a failing throwing `new` aborts.
+#[test]
+fn cpp_operators_without_libstdcxx() {
+    use std::os::unix::process::ExitStatusExt;
+    if !have("cc") {
+        eprintln!("cc not found: skipped");
+        return;
+    }
+    let exe = program("cxx_from_c.c", "cc", &[]);
+    for profile in [Profile::Release, Profile::Dev] {
+        let what = format!("cxx_from_c.c ({profile:?})");
+        let out = run_with(&mut Command::new(&exe), Some(profile));
+        let stdout = served(&out, &what);
+        assert!(stdout.contains("cxx-from-c ok"), "{what}: {stdout}");
+        let out = run_with(Command::new(&exe).arg("throwing"), Some(profile));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stdout.contains("reached") && !stdout.contains("survived"),
+            "{what}: {stdout}"
+        );
+        assert!(
+            stderr.contains("hakmem: out of memory in operator new"),
+            "{what}: {stderr}"
+        );
+        assert_eq!(out.status.signal(), Some(libc::SIGABRT), "{what}");
+    }
+}
+
+#[test]
+fn c23_free_sized_and_free_aligned_sized() {
+    if !have("cc") {
+        eprintln!("cc not found: skipped");
+        return;
+    }
+    let exe = program("free_sized.c", "cc", &[]);
+    for profile in [Profile::Release, Profile::Dev] {
+        let what = format!("free_sized.c ({profile:?})");
+        let out = run_with(&mut Command::new(&exe), Some(profile));
+        let stdout = served(&out, &what);
+        assert!(stdout.contains("free-sized ok"), "{what}: {stdout}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(" invalid_frees=0 "), "{what}: {stderr}");
+        assert!(stderr.contains(" runs_in_use=0 "), "{what}: {stderr}");
+        assert!(!stderr.contains(" huge_mapped=0 "), "{what}: {stderr}");
+        if !cfg!(feature = "secure") {
+            assert!(stderr.contains(" huge_in_use=0"), "{what}: {stderr}");
+        }
+    }
+    let freed = "not the start of a live hakmem block|not allocated by hakmem";
+    for (case, why) in [
+        ("double-small", "already free (double free)"),
+        ("double-large", freed),
+        ("double-huge", freed),
+    ] {
+        for profile in [Profile::Release, Profile::Dev] {
+            misuse_case(&exe, case, why, profile);
+        }
+    }
 }
 
 #[test]

@@ -1,4 +1,5 @@
-// C++ new/delete go through malloc/free: operator new's memory is hakmem's.
+// C++ new/delete under hakmem: operator new's memory is hakmem's (its own
+// operators, libhakmem.so's; operators.cpp tests every variant).
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -33,7 +34,7 @@ int main() {
     big[(40 << 20) - 1] = 1;
     if (malloc_usable_size(big) < (40 << 20)) std::abort();
     delete[] big;
-    // Over-aligned new (C++17) goes through aligned_alloc: hakmem's too.
+    // Over-aligned new (C++17): hakmem's aligned operator new.
     struct alignas(4096) Page { char b[100]; };
     Page *pg = new Page[3];
     if (reinterpret_cast<std::uintptr_t>(pg) % 4096 != 0 || malloc_usable_size(pg) < 3 * sizeof(Page))
