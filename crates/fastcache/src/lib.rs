@@ -207,17 +207,38 @@ struct ThreadCache {
     owner: *const u8,
 }
 
-std::thread_local! {
-    static CACHE: UnsafeCell<ThreadCache> = const {
-        UnsafeCell::new(ThreadCache {
-            lists: [FreeList { head: ptr::null_mut(), hits: 0, entered: 0, bound: 0 }; NUM_CLASSES],
-            outgoing: [Outgoing { head: ptr::null_mut(), count: 0 }; NUM_CLASSES],
-            next_batch: [0; NUM_CLASSES],
-            counters: [ClassStats::ZERO; NUM_CLASSES],
-            phase: Phase::Fresh,
-            owner: ptr::null(),
-        })
+impl ThreadCache {
+    /// A cache before its thread's first slow path.
+    const FRESH: Self = Self {
+        lists: [FreeList {
+            head: ptr::null_mut(),
+            hits: 0,
+            entered: 0,
+            bound: 0,
+        }; NUM_CLASSES],
+        outgoing: [Outgoing {
+            head: ptr::null_mut(),
+            count: 0,
+        }; NUM_CLASSES],
+        next_batch: [0; NUM_CLASSES],
+        counters: [ClassStats::ZERO; NUM_CLASSES],
+        phase: Phase::Fresh,
+        owner: ptr::null(),
     };
+}
+
+// Without initial-exec-tls the cache is the thread-local itself. With it,
+// the thread-local is one slot (see `ie_slot`) and the cache lives in
+// memory of this layer's own (`ie_cache`): the whole TLS segment of
+// libhakmem.so must then fit glibc's static surplus when it is
+// `dlopen`ed, and 6.5 KiB of lists would not.
+#[cfg(not(all(
+    feature = "initial-exec-tls",
+    target_arch = "x86_64",
+    target_os = "linux"
+)))]
+std::thread_local! {
+    static CACHE: UnsafeCell<ThreadCache> = const { UnsafeCell::new(ThreadCache::FRESH) };
 }
 
 /// Blocks per refill of `class`: `HAKMEM_FAST_BATCH_BYTES` worth (default
@@ -251,15 +272,51 @@ pub fn bound_of(class: usize) -> usize {
     2 * batch_of(class)
 }
 
+/// Runs `f` on the calling thread's cache (the cold paths' way in).
+#[cfg(not(all(
+    feature = "initial-exec-tls",
+    target_arch = "x86_64",
+    target_os = "linux"
+)))]
 #[inline(always)]
 fn with_cache<R>(f: impl FnOnce(&mut ThreadCache) -> R) -> R {
     // SAFETY: this thread's alone; no reference outlives `f`, which never re-enters.
     f(unsafe { &mut *cache_of_thread() })
 }
 
-/// The calling thread's cache, through `std::thread_local!`. In a shared
-/// library that is a call of `__tls_get_addr` (the general-dynamic model):
-/// with `initial-exec-tls` only the cold paths come here.
+/// Runs `f` on the calling thread's cache (the cold paths' way in): a
+/// thread not set up yet gets one now, in phase `Fresh`. After the
+/// thread's exit (or when no memory could be had for a cache) `f` runs on
+/// a throwaway cache in phase `Exited`: the callers then serve and free
+/// directly, and nothing is kept.
+#[cfg(all(
+    feature = "initial-exec-tls",
+    target_arch = "x86_64",
+    target_os = "linux"
+))]
+fn with_cache<R>(f: impl FnOnce(&mut ThreadCache) -> R) -> R {
+    let mut c = hot_cache();
+    if is_unset(c) {
+        c = ie_cache::publish_new();
+    }
+    if ie_cache::is_exited(c) {
+        let mut scratch = ThreadCache {
+            phase: Phase::Exited,
+            ..ThreadCache::FRESH
+        };
+        return f(&mut scratch);
+    }
+    // SAFETY: this thread's own cache (neither shared static); no
+    // reference outlives `f`, which never re-enters.
+    f(unsafe { &mut *c })
+}
+
+/// The calling thread's cache, through `std::thread_local!`.
+#[cfg(not(all(
+    feature = "initial-exec-tls",
+    target_arch = "x86_64",
+    target_os = "linux"
+)))]
 #[inline(always)]
 fn cache_of_thread() -> *mut ThreadCache {
     // Only the address is taken inside `LocalKey::with`, so that its
@@ -305,7 +362,11 @@ struct Unset(UnsafeCell<ThreadCache>);
 unsafe impl Sync for Unset {}
 
 #[cfg_attr(
-    not(all(feature = "initial-exec-tls", target_arch = "x86_64", target_os = "linux")),
+    not(all(
+        feature = "initial-exec-tls",
+        target_arch = "x86_64",
+        target_os = "linux"
+    )),
     allow(dead_code)
 )]
 static UNSET: Unset = Unset(UnsafeCell::new(ThreadCache {
@@ -343,6 +404,115 @@ fn is_unset(c: *mut ThreadCache) -> bool {
     {
         let _ = c;
         false
+    }
+}
+
+/// The caches of threads under `initial-exec-tls`: memory of this layer's
+/// own (permanent metadata, like tiny-box's heaps), handed to a thread on
+/// its first slow path and taken back at its exit, when the thread's slot
+/// moves to [`ie_cache::EXITED`] for whatever it still does.
+#[cfg(all(
+    feature = "initial-exec-tls",
+    target_arch = "x86_64",
+    target_os = "linux"
+))]
+mod ie_cache {
+    use super::{ie_slot, Phase, ThreadCache, Unset};
+    use core::cell::UnsafeCell;
+    use core::ptr;
+    use hakmem_superslab::lock::RawLock;
+
+    /// The cache of exited threads (and of a thread whose cache could not
+    /// be had): never written, empty lists, bounds 0, and an owner token
+    /// (its own address) that no slab has, so every call on it reaches a
+    /// cold path, which serves and frees directly.
+    pub(super) static EXITED: Unset = Unset(UnsafeCell::new(ThreadCache {
+        phase: Phase::Exited,
+        owner: &EXITED as *const Unset as *const u8,
+        ..ThreadCache::FRESH
+    }));
+
+    /// True when `c` is [`EXITED`].
+    pub(super) fn is_exited(c: *mut ThreadCache) -> bool {
+        ptr::eq(c, EXITED.0.get())
+    }
+
+    /// Caches given back by exited threads, linked through their first
+    /// list's head (pool lock).
+    struct Pool {
+        lock: RawLock,
+        head: UnsafeCell<*mut ThreadCache>,
+    }
+
+    // SAFETY: `head` is touched only with the lock held.
+    unsafe impl Sync for Pool {}
+
+    static POOL: Pool = Pool {
+        lock: RawLock::new(),
+        head: UnsafeCell::new(ptr::null_mut()),
+    };
+
+    /// Gives the calling thread a fresh cache and publishes it in its slot;
+    /// [`EXITED`]'s address when no memory could be had.
+    #[cold]
+    pub(super) fn publish_new() -> *mut ThreadCache {
+        let reused = POOL.lock.with(|| {
+            // SAFETY: lock held: the only access to the pool.
+            let head = unsafe { &mut *POOL.head.get() };
+            let c = *head;
+            if !c.is_null() {
+                // SAFETY: a pooled cache, linked through its first head.
+                *head = unsafe { (*c).lists[0].head }.cast();
+            }
+            c
+        });
+        let c = if reused.is_null() {
+            let size = core::mem::size_of::<ThreadCache>();
+            match hakmem_superslab::meta::alloc_permanent(size, 64) {
+                Ok(p) => p.as_ptr().cast::<ThreadCache>(),
+                Err(_) => EXITED.0.get(),
+            }
+        } else {
+            reused
+        };
+        if !is_exited(c) {
+            // SAFETY: memory of ours that no thread uses: a pooled cache or
+            // a fresh permanent allocation of the right size and alignment.
+            unsafe { c.write(ThreadCache::FRESH) };
+        }
+        ie_slot::set(c);
+        c
+    }
+
+    /// Called last at the thread's exit, once its cache holds nothing:
+    /// moves the thread to [`EXITED`] and pools its cache.
+    pub(super) fn retire(c: *mut ThreadCache) {
+        ie_slot::set(EXITED.0.get());
+        if is_exited(c) || ptr::eq(c, ie_slot::unset()) {
+            return;
+        }
+        POOL.lock.with(|| {
+            // SAFETY: lock held; `c` is ours, used by no thread from now on.
+            unsafe {
+                (*c).lists[0].head = (*POOL.head.get()).cast();
+                *POOL.head.get() = c;
+            }
+        });
+    }
+
+    /// Takes the pool lock before `fork`.
+    pub(super) fn prefork() {
+        POOL.lock.lock();
+    }
+
+    /// Releases it in the parent after `fork`.
+    pub(super) fn postfork_parent() {
+        POOL.lock.unlock();
+    }
+
+    /// Resets it in the child after `fork`.
+    pub(super) fn postfork_child() {
+        POOL.lock.reset_after_fork();
     }
 }
 
@@ -528,12 +698,39 @@ unsafe fn free_not_mine(c: *mut ThreadCache, p: *mut u8, class: usize, owner: *c
         // SAFETY: the caller's contract.
         return unsafe { free_unset(p, class, owner) };
     }
+    #[cfg(all(
+        feature = "initial-exec-tls",
+        target_arch = "x86_64",
+        target_os = "linux"
+    ))]
+    if ie_cache::is_exited(c) {
+        // SAFETY: the caller's contract: a block of the backend, out.
+        return unsafe { free_after_exit(p) };
+    }
     // A block of a slab that another live thread allocates from is not
     // handed out again here: two threads would write one cache line
     // (passive false sharing). It goes back to its owner, in a batch.
     // SAFETY: the caller's contract: a block of the backend, out; `c` is
     // this thread's cache.
     unsafe { free_foreign(c, p, class) }
+}
+
+/// A free after the thread's exit: nothing is cached, the block goes
+/// straight back (out of line: inlined, the backend's free took registers
+/// that every free then saved and restored).
+///
+/// # Safety
+/// As for [`free`].
+#[cfg(all(
+    feature = "initial-exec-tls",
+    target_arch = "x86_64",
+    target_os = "linux"
+))]
+#[cold]
+#[inline(never)]
+unsafe fn free_after_exit(p: *mut u8) {
+    // SAFETY: the caller's contract: a block of the backend, out.
+    unsafe { SelectedBackend::free(p) }
 }
 
 /// A free on a thread whose cache is not published yet (its first call
@@ -544,15 +741,10 @@ unsafe fn free_not_mine(c: *mut ThreadCache, p: *mut u8, class: usize, owner: *c
 #[cold]
 #[inline(never)]
 unsafe fn free_unset(p: *mut u8, class: usize, owner: *const u8) {
+    // (Under initial-exec-tls, `with_cache` publishes the thread's cache.)
     if with_cache(|c| c.phase) == Phase::Fresh {
         start_thread();
     }
-    #[cfg(all(
-        feature = "initial-exec-tls",
-        target_arch = "x86_64",
-        target_os = "linux"
-    ))]
-    ie_slot::set(cache_of_thread());
     // SAFETY: the caller's contract; the cache is published now.
     unsafe { free_owned(p, class, owner) }
 }
@@ -734,12 +926,6 @@ fn start_thread() {
         c.phase = Phase::Active;
         c.owner = token;
     });
-    #[cfg(all(
-        feature = "initial-exec-tls",
-        target_arch = "x86_64",
-        target_os = "linux"
-    ))]
-    ie_slot::set(cache_of_thread());
     // SAFETY: the destructor ignores its value; any non-null one makes it run.
     unsafe { KEY.arm(core::ptr::dangling_mut::<libc::c_void>()) };
 }
@@ -835,6 +1021,43 @@ extern "C" fn on_thread_exit(_: *mut libc::c_void) {
         c.phase = Phase::Exited;
         c.owner = ptr::null();
     });
+    #[cfg(all(
+        feature = "initial-exec-tls",
+        target_arch = "x86_64",
+        target_os = "linux"
+    ))]
+    ie_cache::retire(hot_cache());
+}
+
+/// Takes this layer's lock (the cache pool's, under `initial-exec-tls`)
+/// before `fork`.
+pub fn prefork() {
+    #[cfg(all(
+        feature = "initial-exec-tls",
+        target_arch = "x86_64",
+        target_os = "linux"
+    ))]
+    ie_cache::prefork();
+}
+
+/// Releases it in the parent after `fork`.
+pub fn postfork_parent() {
+    #[cfg(all(
+        feature = "initial-exec-tls",
+        target_arch = "x86_64",
+        target_os = "linux"
+    ))]
+    ie_cache::postfork_parent();
+}
+
+/// Resets it in the child after `fork`.
+pub fn postfork_child() {
+    #[cfg(all(
+        feature = "initial-exec-tls",
+        target_arch = "x86_64",
+        target_os = "linux"
+    ))]
+    ie_cache::postfork_child();
 }
 
 static KEY: ThreadExitKey = ThreadExitKey::new(on_thread_exit);

@@ -530,6 +530,30 @@ fn c23_free_sized_and_free_aligned_sized() {
     }
 }
 
+/// libhakmem.so loaded with `dlopen` after start-up, into a program whose
+/// threads then allocate through it (one started before the load): with
+/// `initial-exec-tls` its TLS segment must fit glibc's static surplus
+/// (the per-thread caches are memory of the library's own, not TLS, for
+/// that), and without the feature it is general-dynamic TLS. Both profiles.
+#[test]
+fn dlopen_after_start_up() {
+    if !have("cc") {
+        eprintln!("cc not found: skipped");
+        return;
+    }
+    let exe = program("dlopen.c", "cc", &["-pthread", "-ldl"]);
+    for profile in [Profile::Release, Profile::Dev] {
+        let lib = library_of(profile);
+        let out = run_with(Command::new(&exe).arg(lib), None);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && String::from_utf8_lossy(&out.stdout).contains("dlopen ok"),
+            "dlopen of {lib:?} ({profile:?}): {:?}\n{stderr}",
+            out.status
+        );
+    }
+}
+
 #[test]
 fn fork_from_a_multithreaded_parent() {
     if !have("cc") {

@@ -523,6 +523,7 @@ pub fn init() {
 
 /// Takes every lock of every layer before `fork`.
 pub fn prefork() {
+    hakmem_fastcache::prefork();
     hakmem_tiny_box::SelectedBackend::prefork();
     superslab::prefork();
 }
@@ -531,12 +532,14 @@ pub fn prefork() {
 pub fn postfork_parent() {
     superslab::postfork_parent();
     hakmem_tiny_box::SelectedBackend::postfork_parent();
+    hakmem_fastcache::postfork_parent();
 }
 
 /// Resets the locks in the child after `fork`.
 pub fn postfork_child() {
     superslab::postfork_child();
     hakmem_tiny_box::SelectedBackend::postfork_child();
+    hakmem_fastcache::postfork_child();
 }
 
 // SAFETY: every method returns null or a block of at least `layout.size()`
