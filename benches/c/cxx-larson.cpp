@@ -23,6 +23,7 @@
 // one delete plus one new.
 #include <atomic>
 #include <cstddef>
+#include <deque>
 #include <memory>
 #include <new>
 #include <utility>
@@ -71,10 +72,13 @@ std::atomic<bool> spawn_failed{false};
 std::atomic<uint64_t> total_ops{0};
 std::atomic<uint64_t> created{0};
 
-// The reaper's queue: threads to join, and how many chains have ended.
+// The reaper's queue: threads to join, oldest first (a thread is queued
+// when it is created, so the oldest has most likely exited; joining a
+// newer, running one first would let exited threads and their stacks pile
+// up), and how many chains have ended.
 pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
-std::vector<pthread_t> *to_join;
+std::deque<pthread_t> *to_join;
 std::size_t chains_ended = 0;
 uint64_t joined = 0;
 
@@ -137,8 +141,8 @@ void *reap(void *) {
     pthread_mutex_lock(&lock);
     for (;;) {
         if (!to_join->empty()) {
-            pthread_t t = to_join->back();
-            to_join->pop_back();
+            pthread_t t = to_join->front();
+            to_join->pop_front();
             pthread_mutex_unlock(&lock);
             pthread_join(t, nullptr);
             joined++;
@@ -165,8 +169,7 @@ int main(int argc, char **argv) {
     config.rounds = bench_u64(argv, 4, "ROUNDS", 1);
     config.seed = bench_u64(argv, 5, "SEED", 0);
     config.threads = bench_u64(argv, 6, "THREADS", 1);
-    to_join = new std::vector<pthread_t>();
-    to_join->reserve(1024);
+    to_join = new std::deque<pthread_t>();
 
     // The warm-up: the main thread fills every array, as the original does.
     std::vector<Heap *> heaps;
