@@ -366,8 +366,28 @@ unsafe fn free_not_small(p: *mut u8) {
 /// # Safety
 /// `p` is null, or a live hakmem block allocated with exactly this size
 /// (as requested) and alignment (1 for `malloc`'s), given up.
-#[inline]
+#[inline(always)]
 pub unsafe fn free_sized(p: *mut u8, size: usize, align: usize) {
+    // The common case as `dealloc` has it, with no Layout in between.
+    // (Hardened builds serve size 0 from the inaccessible area, which has
+    // no class: the lookup below knows it.)
+    if let Some(class) = common_class(size, align) {
+        if !p.is_null() && (size != 0 || !cfg!(feature = "secure")) {
+            // SAFETY: the caller's contract: a block allocated with this
+            // size and alignment, so a block of this class.
+            return unsafe { small_free(p, class) };
+        }
+    }
+    // SAFETY: the caller's contract.
+    unsafe { free_sized_uncommon(p, size, align) }
+}
+
+/// [`free_sized`] of null, size 0, and large, huge or over-aligned blocks.
+///
+/// # Safety
+/// As for [`free_sized`].
+#[cold]
+unsafe fn free_sized_uncommon(p: *mut u8, size: usize, align: usize) {
     if p.is_null() {
         return;
     }
