@@ -247,7 +247,7 @@ pub const C_FLAGS: [&str; 9] = [
 pub const CXX_FLAGS: [&str; 5] = ["-O2", "-std=c++17", "-pthread", "-Wall", "-Wextra"];
 
 /// Every workload, the Rust set first, in table order.
-pub const WORKLOADS: [Workload; 14] = [
+pub const WORKLOADS: [Workload; 16] = [
     Workload {
         name: "larson",
         program: Program::Rust("larson"),
@@ -290,6 +290,18 @@ pub const WORKLOADS: [Workload; 14] = [
         program: Program::Rust("mixed"),
         what: "small, 2% large (64 KiB-1 MiB), 0.2% huge (2-16 MiB), 20% realloc",
         args: |s, t| strings(&[&s, &t.unwrap_or(2), &1000, &20, &2, &20]),
+    },
+    Workload {
+        name: "json",
+        program: Program::Rust("json"),
+        what: "serde_json: ~350 KB documents serialised, parsed (Value, structs), transformed, dropped; ops = JSON bytes",
+        args: |s, t| strings(&[&s, &t.unwrap_or(2), &500]),
+    },
+    Workload {
+        name: "collections",
+        program: Program::Rust("collections"),
+        what: "std HashMap/BTreeMap/Vec/HashSet/VecDeque, 30000 entries built, queried, dropped (50% on another thread)",
+        args: |s, t| strings(&[&s, &t.unwrap_or(2), &30000, &50]),
     },
     Workload {
         name: "c-hot",
