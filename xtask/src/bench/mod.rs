@@ -50,9 +50,9 @@ use suite::{
 pub struct BenchArgs {
     /// Workloads, comma-separated: names, `rust` (the Rust set: larson,
     /// larson-published, thread-churn, prodcons, false-sharing, churn,
-    /// mixed), `c` (the C set, run under LD_PRELOAD: c-hot, c-hot-mt,
-    /// cxx-larson, cxx-larson-sized, c-xthread, c-random, c-realloc) or
-    /// `all` (both).
+    /// mixed, json, collections), `c` (the C set, run under LD_PRELOAD:
+    /// c-hot, c-hot-mt, cxx-larson, cxx-larson-sized, c-xthread, c-random,
+    /// c-realloc) or `all` (both).
     #[arg(long, default_value = DEFAULT_WORKLOADS)]
     workload: String,
     /// Seconds per run (each workload's SECONDS argument).
