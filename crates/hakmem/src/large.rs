@@ -47,6 +47,17 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     p
 }
 
+/// Bytes a fresh large or huge block for `size` bytes (above the small
+/// limit, alignment at most a slab) would have: what `realloc` weighs a
+/// move to a smaller block against.
+pub(crate) fn fresh_usable(size: usize) -> usize {
+    if !cfg!(feature = "secure") && size <= LARGE_MAX {
+        size.div_ceil(SLAB_SIZE).max(1) * SLAB_SIZE
+    } else {
+        size.next_multiple_of(superslab::os::page_size())
+    }
+}
+
 /// Bytes usable in a run that starts at `slab`.
 pub(crate) fn run_usable(slab: SlabRef) -> usize {
     slab.run_len() * SLAB_SIZE

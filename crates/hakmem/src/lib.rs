@@ -487,17 +487,31 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
         Lookup::ZeroSize => return malloc(new_size),
         Lookup::Run(_) | Lookup::Huge(_) => {
             let usable = usable_size(p);
-            // Still fits, and wastes less than half: stays.
-            // (Not in hardened builds: a guarded block ends at its guard
-            // page, so a smaller size moves to keep the guard adjacent.)
+            // Still fits, and wastes less than half (or a new block would be
+            // no smaller: a run of one slab holds anything from 16 KiB up):
+            // stays. (Not in hardened builds: a guarded block ends at its
+            // guard page, so a smaller size moves to keep the guard
+            // adjacent.)
             if !cfg!(feature = "secure")
                 && new_size > SMALL_REQUEST_MAX
                 && new_size <= usable
-                && new_size > usable / 2
+                && (new_size > usable / 2 || large::fresh_usable(new_size) >= usable)
             {
                 return p;
             }
-            usable
+            // A run grows in place into free slabs after it.
+            if let Lookup::Run(slab) = superslab::lookup(p) {
+                if !cfg!(feature = "secure")
+                    && new_size > usable
+                    && new_size <= LARGE_MAX
+                    // SAFETY: a live run of the caller's.
+                    && unsafe { superslab::grow_run(slab, new_size.div_ceil(superslab::SLAB_SIZE)) }
+                {
+                    return p;
+                }
+            }
+            // SAFETY: a live large or huge block of `usable` bytes.
+            return unsafe { realloc_move(p, usable, grown(usable, new_size)) };
         }
         _ => {
             // SAFETY: not a live block: reported (and maybe ignored) by free.
@@ -505,6 +519,30 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
             return ptr::null_mut();
         }
     };
+    // SAFETY: the caller's contract.
+    unsafe { realloc_move(p, old_usable, new_size) }
+}
+
+/// The size a large or huge block of `usable` bytes that must move to hold
+/// `new_size` moves to: at least a quarter more than it had (tcmalloc's
+/// rule), so that a buffer grown by small steps is copied a logarithmic
+/// number of times, not once per slab or page it grows by. The headroom is
+/// address space until written (fresh slabs and mappings are not resident).
+#[inline]
+fn grown(usable: usize, new_size: usize) -> usize {
+    if cfg!(feature = "secure") || new_size <= usable {
+        return new_size;
+    }
+    new_size.max(usable.saturating_add(usable / 4))
+}
+
+/// `realloc`'s move: a new block of `new_size` bytes, the old one's first
+/// `old_usable` bytes (at most) copied, the old one freed. Null, and the
+/// old block untouched, when memory cannot be had.
+///
+/// # Safety
+/// `p` is a live hakmem block with at least `old_usable` bytes.
+unsafe fn realloc_move(p: *mut u8, old_usable: usize, new_size: usize) -> *mut u8 {
     let q = malloc(new_size);
     if !q.is_null() {
         // SAFETY: both blocks are live and at least this long; distinct.
@@ -607,7 +645,9 @@ unsafe impl GlobalAlloc for HakMem {
         }
         if !cfg!(feature = "secure") && old.is_none() && small_class(new_size, align).is_none() {
             let usable = usable_size(p);
-            if new_size <= usable && new_size > usable / 2 {
+            if new_size <= usable
+                && (new_size > usable / 2 || large::fresh_usable(new_size) >= usable)
+            {
                 return p;
             }
         }

@@ -68,7 +68,7 @@ pub mod thread_key;
 pub mod zero;
 
 pub use huge::{HugeGrant, HugeRef};
-pub use pool::{alloc_run, alloc_slab, free_run, free_run_once, Grant};
+pub use pool::{alloc_run, alloc_slab, free_run, free_run_once, grow_run, Grant};
 pub use region::{
     region_canary_secret, region_secret, SlabRecord, SlabRef, SlabState, CLIENT_BYTES,
 };

@@ -360,6 +360,43 @@ unsafe fn take(
     Grant { slab, zeroed }
 }
 
+/// Grows the run headed by `slab` to `n` slabs in place, when the slabs
+/// after it in its region are free: `realloc`'s way to grow a large block
+/// without a copy. False (and nothing changed) when they are not.
+///
+/// # Safety
+/// `slab` heads a live run from [`alloc_run`] that the caller owns.
+pub unsafe fn grow_run(slab: SlabRef, n: usize) -> bool {
+    let old = slab.run_len();
+    let start = slab.index();
+    if n <= old || start + n > crate::MAX_RUN_SLABS + 1 {
+        return false;
+    }
+    let r = slab.region();
+    let bits = run_mask(start + old, n - old);
+    with_pool(|st| {
+        // SAFETY: the region is live while the caller's run is; lock held.
+        let reg = unsafe { &mut *r };
+        if reg.free_mask & bits != bits {
+            return false;
+        }
+        reg.free_mask &= !bits;
+        reg.aged_mask &= !bits;
+        reg.empty_aged = false;
+        let dirty_taken = (!reg.clean_mask & bits).count_ones() as usize;
+        st.dirty_free_slabs = st.dirty_free_slabs.saturating_sub(dirty_taken);
+        reg.clean_mask &= !bits;
+        for i in old..n {
+            // SAFETY: start + n <= SLABS_PER_REGION (checked above).
+            unsafe { SlabRef::from_parts(r, start + i) }.set_state(SlabState::RUN_TAIL);
+        }
+        slab.set_run_len(n);
+        // SAFETY: lock held, r live.
+        unsafe { relist(st, r) };
+        true
+    })
+}
+
 /// Gives back a slab or run handed out by [`alloc_slab`] or [`alloc_run`].
 ///
 /// # Safety
