@@ -205,7 +205,12 @@ impl SmallBackend for BoxBackend {
     }
 }
 
-/// Up to `max` blocks of `class` from `heap`.
+/// How many batches' worth a refill takes whole from a slab's local list
+/// rather than walking it to cut off one batch.
+pub const REFILL_WHOLE: usize = 4;
+
+/// Up to `max` blocks of `class` from `heap` (more, up to `REFILL_WHOLE`
+/// times that, when a slab's whole local list comes at no walk).
 ///
 /// # Safety
 /// `heap` is the calling thread's (for this call, if a late one).
@@ -221,8 +226,11 @@ unsafe fn refill_from(heap: *mut Heap, class: usize, max: usize) -> Chain {
                 break;
             }
         }
+        // A local list of up to REFILL_WHOLE batches goes whole: cutting it
+        // at `max` walks blocks that other threads freed, a cache miss a
+        // block (c-xthread spent 41% of its time in that walk).
         // SAFETY: a partial slab of our own heap.
-        unsafe { &*s }.take_into(&mut out, max);
+        unsafe { &*s }.take_into_whole(&mut out, max, REFILL_WHOLE * max);
         if out.len < max {
             // SAFETY: s is the exhausted head of our partial list.
             unsafe { retire(heap, s) };

@@ -64,7 +64,7 @@ mod sync;
 mod thread_exit;
 
 pub use block::{Block, Chain};
-pub use box_backend::BoxBackend;
+pub use box_backend::{BoxBackend, REFILL_WHOLE};
 pub use legacy::LegacyBackend;
 pub use size_class::{class_for_layout, class_size, size_to_class, NUM_CLASSES, SMALL_MAX};
 pub use stats::{snapshot as stats, TinyBoxStats};
@@ -120,8 +120,10 @@ pub trait SmallBackend {
         ptr::null()
     }
 
-    /// Up to `max` blocks of `class` (`max >= 1`) in one chain; an empty
-    /// chain means memory cannot be had.
+    /// `max` blocks of `class` (`max >= 1`) in one chain, fewer only when
+    /// memory cannot be had (an empty chain: none at all); or more, up to
+    /// [`REFILL_WHOLE`] times `max`, when a slab's whole local free list
+    /// comes without a walk (the box backend).
     fn refill(class: usize, max: usize) -> Chain;
 
     /// Takes back a chain of blocks of `class`, from any thread. Hardened

@@ -213,7 +213,14 @@ impl SlabMeta {
     }
 
     /// Moves up to `max - out.len` blocks into `out`; returns how many.
-    /// Holder only.
+    /// Holder only. [`Self::take_into_whole`] with no allowance.
+    pub(crate) fn take_into(&self, out: &mut Chain, max: usize) -> usize {
+        self.take_into_whole(out, max, max)
+    }
+
+    /// Moves up to `max - out.len` blocks into `out`, or the whole local
+    /// free list when `out` is empty and the list has at most `whole`
+    /// blocks (`whole >= max`); returns how many. Holder only.
     ///
     /// The local free list goes first, and whole when it fits into an empty
     /// `out`: then it is not walked at all. Its blocks often came back from
@@ -221,7 +228,7 @@ impl SlabMeta {
     /// is taken when the block is handed out, where it overlaps with the
     /// caller's own work. Otherwise the part taken is cut off with one walk
     /// that reads links but writes only the last.
-    pub(crate) fn take_into(&self, out: &mut Chain, max: usize) -> usize {
+    pub(crate) fn take_into_whole(&self, out: &mut Chain, max: usize, whole: usize) -> usize {
         let mut n = 0;
         // Read once: the link stores below may alias the Cells as far as the
         // compiler knows, and a reload of `used` would cost a load.
@@ -230,7 +237,7 @@ impl SlabMeta {
         let room = max.saturating_sub(out.len);
         if local > 0 && room > 0 {
             let head = self.free.get();
-            if local <= room && out.is_empty() {
+            if out.is_empty() && local <= room.max(whole) {
                 self.free.set(ptr::null_mut());
                 n = local;
             } else {
