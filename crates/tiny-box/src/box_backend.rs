@@ -120,9 +120,13 @@ impl SmallBackend for BoxBackend {
     }
 
     fn refill(class: usize, max: usize) -> Chain {
+        Self::refill_whole(class, max, REFILL_WHOLE * max)
+    }
+
+    fn refill_whole(class: usize, max: usize, whole: usize) -> Chain {
         with_heap(Chain::new(), |heap| {
             // SAFETY: the heap is this thread's for the call.
-            unsafe { refill_from(heap, class, max) }
+            unsafe { refill_from(heap, class, max, whole.max(max)) }
         })
     }
 
@@ -209,12 +213,12 @@ impl SmallBackend for BoxBackend {
 /// rather than walking it to cut off one batch.
 pub const REFILL_WHOLE: usize = 4;
 
-/// Up to `max` blocks of `class` from `heap` (more, up to `REFILL_WHOLE`
-/// times that, when a slab's whole local list comes at no walk).
+/// Up to `max` blocks of `class` from `heap` (more, up to `whole`, when a
+/// slab's whole local list comes at no walk).
 ///
 /// # Safety
 /// `heap` is the calling thread's (for this call, if a late one).
-unsafe fn refill_from(heap: *mut Heap, class: usize, max: usize) -> Chain {
+unsafe fn refill_from(heap: *mut Heap, class: usize, max: usize, whole: usize) -> Chain {
     let mut out = Chain::new();
     while out.len < max {
         // SAFETY: our own heap.
@@ -226,11 +230,11 @@ unsafe fn refill_from(heap: *mut Heap, class: usize, max: usize) -> Chain {
                 break;
             }
         }
-        // A local list of up to REFILL_WHOLE batches goes whole: cutting it
-        // at `max` walks blocks that other threads freed, a cache miss a
+        // A local list of up to `whole` blocks goes whole: cutting it at
+        // `max` walks blocks that other threads freed, a cache miss a
         // block (c-xthread spent 41% of its time in that walk).
         // SAFETY: a partial slab of our own heap.
-        unsafe { &*s }.take_into_whole(&mut out, max, REFILL_WHOLE * max);
+        unsafe { &*s }.take_into_whole(&mut out, max, whole);
         if out.len < max {
             // SAFETY: s is the exhausted head of our partial list.
             unsafe { retire(heap, s) };

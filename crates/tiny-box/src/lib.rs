@@ -126,6 +126,17 @@ pub trait SmallBackend {
     /// comes without a walk (the box backend).
     fn refill(class: usize, max: usize) -> Chain;
 
+    /// [`Self::refill`], with the caller's allowance for a whole local
+    /// free list: up to `whole` blocks (`whole >= max`) when a slab's whole
+    /// list comes without a walk. A caller that keeps what it gets (a
+    /// long-lived thread's cache) asks for more than [`REFILL_WHOLE`]
+    /// batches; one that would hand most of it back soon (a short-lived
+    /// thread) should not.
+    fn refill_whole(class: usize, max: usize, whole: usize) -> Chain {
+        let _ = whole;
+        Self::refill(class, max)
+    }
+
     /// Takes back a chain of blocks of `class`, from any thread. Hardened
     /// builds check each block's slab against `class` (see
     /// the `hardening` module).
