@@ -331,9 +331,9 @@ fn fast_stats_count_a_known_workload_including_exited_threads() {
     assert_eq!(bound, 2 * batch);
     let n = 3 * batch;
     // The model: refills from the first batch, doubling up to `batch`,
-    // until n blocks were handed out; then n frees, each push that passes
-    // the bound draining down to what the next refill would bring (by then
-    // the full batch); what is left is flushed when the thread exits.
+    // until n blocks were handed out; then n frees, each into a full list
+    // (at the bound) going straight back to its slab, counted as a drain
+    // of one block; what is left is flushed when the thread exits.
     let (mut misses, mut refilled, mut want) = (0, 0, first_batch_of(class));
     while refilled < n {
         misses += 1;
@@ -343,11 +343,11 @@ fn fast_stats_count_a_known_workload_including_exited_threads() {
     assert_eq!(want, batch, "the model assumes the ramp is over");
     let (mut cached, mut drains, mut drained) = (refilled - n, 0, 0);
     for _ in 0..n {
-        cached += 1;
-        if cached > bound {
+        if cached >= bound {
             drains += 1;
-            drained += cached - batch;
-            cached = batch;
+            drained += 1;
+        } else {
+            cached += 1;
         }
     }
     let before = hakmem_fastcache::class_stats();
