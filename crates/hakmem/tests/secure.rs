@@ -46,6 +46,10 @@ fn attack(name: &str) {
     match name {
         "overflow-into-freed-neighbour" => {
             let (a, b) = adjacent_pair();
+            // The pair's neighbours filled the class's cache list, and a
+            // free into a full list goes straight back to its slab: empty
+            // the list, so that b, once out of the quarantine, heads it.
+            hakmem::trim();
             // SAFETY: b is live; freed once here.
             unsafe { hakmem::free(b) };
             flush_quarantine();
