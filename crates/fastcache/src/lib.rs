@@ -235,11 +235,7 @@ impl ThreadCache {
 // memory of this layer's own (`ie_cache`): the whole TLS segment of
 // libhakmem.so must then fit glibc's static surplus when it is
 // `dlopen`ed, and 6.5 KiB of lists would not.
-#[cfg(not(all(
-    feature = "initial-exec-tls",
-    target_arch = "x86_64",
-    target_os = "linux"
-)))]
+#[cfg(not(ie_tls))]
 std::thread_local! {
     static CACHE: UnsafeCell<ThreadCache> = const { UnsafeCell::new(ThreadCache::FRESH) };
 }
@@ -276,11 +272,7 @@ pub fn bound_of(class: usize) -> usize {
 }
 
 /// Runs `f` on the calling thread's cache (the cold paths' way in).
-#[cfg(not(all(
-    feature = "initial-exec-tls",
-    target_arch = "x86_64",
-    target_os = "linux"
-)))]
+#[cfg(not(ie_tls))]
 #[inline(always)]
 fn with_cache<R>(f: impl FnOnce(&mut ThreadCache) -> R) -> R {
     // SAFETY: this thread's alone; no reference outlives `f`, which never re-enters.
@@ -292,11 +284,7 @@ fn with_cache<R>(f: impl FnOnce(&mut ThreadCache) -> R) -> R {
 /// thread's exit (or when no memory could be had for a cache) `f` runs on
 /// a throwaway cache in phase `Exited`: the callers then serve and free
 /// directly, and nothing is kept.
-#[cfg(all(
-    feature = "initial-exec-tls",
-    target_arch = "x86_64",
-    target_os = "linux"
-))]
+#[cfg(ie_tls)]
 fn with_cache<R>(f: impl FnOnce(&mut ThreadCache) -> R) -> R {
     let mut c = hot_cache();
     if is_unset(c) {
@@ -315,11 +303,7 @@ fn with_cache<R>(f: impl FnOnce(&mut ThreadCache) -> R) -> R {
 }
 
 /// The calling thread's cache, through `std::thread_local!`.
-#[cfg(not(all(
-    feature = "initial-exec-tls",
-    target_arch = "x86_64",
-    target_os = "linux"
-)))]
+#[cfg(not(ie_tls))]
 #[inline(always)]
 fn cache_of_thread() -> *mut ThreadCache {
     // Only the address is taken inside `LocalKey::with`, so that its
@@ -336,17 +320,9 @@ fn cache_of_thread() -> *mut ThreadCache {
 /// paths. Without the feature, the thread-local itself.
 #[inline(always)]
 fn hot_cache() -> *mut ThreadCache {
-    #[cfg(all(
-        feature = "initial-exec-tls",
-        target_arch = "x86_64",
-        target_os = "linux"
-    ))]
+    #[cfg(ie_tls)]
     return ie_slot::get();
-    #[cfg(not(all(
-        feature = "initial-exec-tls",
-        target_arch = "x86_64",
-        target_os = "linux"
-    )))]
+    #[cfg(not(ie_tls))]
     return cache_of_thread();
 }
 
@@ -364,14 +340,7 @@ struct Unset(UnsafeCell<ThreadCache>);
 // SAFETY: never written; read through raw pointers by any thread.
 unsafe impl Sync for Unset {}
 
-#[cfg_attr(
-    not(all(
-        feature = "initial-exec-tls",
-        target_arch = "x86_64",
-        target_os = "linux"
-    )),
-    allow(dead_code)
-)]
+#[cfg_attr(not(ie_tls), allow(dead_code))]
 static UNSET: Unset = Unset(UnsafeCell::new(ThreadCache {
     lists: [FreeList {
         head: ptr::null_mut(),
@@ -393,17 +362,9 @@ static UNSET: Unset = Unset(UnsafeCell::new(ThreadCache {
 /// the hit paths use the thread-local itself.
 #[inline(always)]
 fn is_unset(c: *mut ThreadCache) -> bool {
-    #[cfg(all(
-        feature = "initial-exec-tls",
-        target_arch = "x86_64",
-        target_os = "linux"
-    ))]
+    #[cfg(ie_tls)]
     return core::ptr::eq(c, ie_slot::unset());
-    #[cfg(not(all(
-        feature = "initial-exec-tls",
-        target_arch = "x86_64",
-        target_os = "linux"
-    )))]
+    #[cfg(not(ie_tls))]
     {
         let _ = c;
         false
@@ -414,11 +375,7 @@ fn is_unset(c: *mut ThreadCache) -> bool {
 /// own (permanent metadata, like tiny-box's heaps), handed to a thread on
 /// its first slow path and taken back at its exit, when the thread's slot
 /// moves to [`ie_cache::EXITED`] for whatever it still does.
-#[cfg(all(
-    feature = "initial-exec-tls",
-    target_arch = "x86_64",
-    target_os = "linux"
-))]
+#[cfg(ie_tls)]
 mod ie_cache {
     use super::{ie_slot, Phase, ThreadCache, Unset};
     use core::cell::UnsafeCell;
@@ -529,11 +486,7 @@ mod ie_cache {
 /// keeps hundreds of bytes for that; a full surplus fails the `dlopen`
 /// with "cannot allocate memory in static TLS block"): see docs/C_ABI.md.
 /// In an executable the linker relaxes the access to the local-exec model.
-#[cfg(all(
-    feature = "initial-exec-tls",
-    target_arch = "x86_64",
-    target_os = "linux"
-))]
+#[cfg(ie_tls)]
 mod ie_slot {
     use super::ThreadCache;
     use core::arch::{asm, global_asm};
@@ -730,11 +683,7 @@ unsafe fn free_not_mine(c: *mut ThreadCache, p: *mut u8, class: usize, owner: *c
         // SAFETY: the caller's contract.
         return unsafe { free_unset(p, class, owner) };
     }
-    #[cfg(all(
-        feature = "initial-exec-tls",
-        target_arch = "x86_64",
-        target_os = "linux"
-    ))]
+    #[cfg(ie_tls)]
     if ie_cache::is_exited(c) {
         // SAFETY: the caller's contract: a block of the backend, out.
         return unsafe { free_after_exit(p) };
@@ -753,11 +702,7 @@ unsafe fn free_not_mine(c: *mut ThreadCache, p: *mut u8, class: usize, owner: *c
 ///
 /// # Safety
 /// As for [`free`].
-#[cfg(all(
-    feature = "initial-exec-tls",
-    target_arch = "x86_64",
-    target_os = "linux"
-))]
+#[cfg(ie_tls)]
 #[cold]
 #[inline(never)]
 unsafe fn free_after_exit(p: *mut u8) {
@@ -1041,42 +986,26 @@ extern "C" fn on_thread_exit(_: *mut libc::c_void) {
         c.phase = Phase::Exited;
         c.owner = ptr::null();
     });
-    #[cfg(all(
-        feature = "initial-exec-tls",
-        target_arch = "x86_64",
-        target_os = "linux"
-    ))]
+    #[cfg(ie_tls)]
     ie_cache::retire(hot_cache());
 }
 
 /// Takes this layer's lock (the cache pool's, under `initial-exec-tls`)
 /// before `fork`.
 pub fn prefork() {
-    #[cfg(all(
-        feature = "initial-exec-tls",
-        target_arch = "x86_64",
-        target_os = "linux"
-    ))]
+    #[cfg(ie_tls)]
     ie_cache::prefork();
 }
 
 /// Releases it in the parent after `fork`.
 pub fn postfork_parent() {
-    #[cfg(all(
-        feature = "initial-exec-tls",
-        target_arch = "x86_64",
-        target_os = "linux"
-    ))]
+    #[cfg(ie_tls)]
     ie_cache::postfork_parent();
 }
 
 /// Resets it in the child after `fork`.
 pub fn postfork_child() {
-    #[cfg(all(
-        feature = "initial-exec-tls",
-        target_arch = "x86_64",
-        target_os = "linux"
-    ))]
+    #[cfg(ie_tls)]
     ie_cache::postfork_child();
 }
 
