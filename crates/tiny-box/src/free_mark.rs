@@ -9,24 +9,32 @@
 //! link, which is why no block is smaller than 16 bytes (requests of 8
 //! bytes or less get 16-byte blocks, as glibc gives them 24).
 //!
-//! - Default builds write one fixed, odd, random-looking constant
-//!   ([`FREE_MARK`]): a live block's second word equals it only if the
-//!   program wrote that very value there, a chance of 2^-64 for data that
-//!   does not come from hakmem itself. It catches mistakes, not attackers,
-//!   and costs a compare and a store on free and a store on allocation.
+//! - Default builds write the complement of the block's address (`!p`).
+//!   Keyed by the address because
+//!   programs copy marks without knowing: `realloc` copies bytes that were
+//!   never written, which hold what the memory held before, such as the
+//!   mark of a small block freed there; with one constant for every block
+//!   such a copy made a live block look free, and its free was refused
+//!   (the `mixed` benchmark died of it). A copy from any other address now
+//!   never matches, and a live block's second word equals its own mark
+//!   only if the program stored the complement of the block's own address
+//!   there. The complement rather than a constant xored in: one
+//!   instruction and no 64-bit constant to load, which kept `dealloc`
+//!   within LLVM's inlining threshold (with the xor, Rust's
+//!   `__rust_dealloc` stopped being inlined: churn 88 -> 100 instructions
+//!   an operation). It catches mistakes, not attackers, and costs a
+//!   compare and a store on free and a store on allocation.
 //! - Hardened builds (`secure`) key the mark by the block's address and a
 //!   secret of its region (the region's canary secret, not its link
 //!   secret), so that a program can neither forge it nor learn from it a
 //!   secret that forges links.
 
-/// The default build's mark of a free block.
-#[cfg(not(feature = "secure"))]
-pub const FREE_MARK: usize = 0xf4ee_b10c_d0b1_e5f1;
-
+/// The default build's mark of a free block at `p`: `!p` (never the 0 an
+/// allocated block's word is set to, since no block lies at `usize::MAX`).
 #[cfg(not(feature = "secure"))]
 #[inline(always)]
-fn mark_of(_p: usize) -> usize {
-    FREE_MARK
+fn mark_of(p: usize) -> usize {
+    !p
 }
 
 /// `(canary secret ^ address) | 1`: odd, so never the 0 an allocated
