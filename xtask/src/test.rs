@@ -1,6 +1,7 @@
 //! `cargo xtask test`: the whole test suite, in every toggle combination,
 //! plus the hardened (`secure`) build, lint checks, and a smoke run of the
-//! C workloads of `cargo xtask bench` under libhakmem.so.
+//! C workloads of `cargo xtask bench` under libhakmem.so and of its Rust
+//! workloads with hakmem.
 
 use std::process::Command;
 
@@ -137,6 +138,10 @@ pub fn run(args: &TestArgs) -> bool {
     eprintln!("\n==> the C workloads of `cargo xtask bench` under libhakmem.so (smoke)");
     if !crate::bench::c_smoke() {
         failed.push("C workloads under libhakmem.so (smoke)".into());
+    }
+    eprintln!("\n==> the Rust workloads of `cargo xtask bench` with hakmem (smoke)");
+    if !crate::bench::rust_smoke() {
+        failed.push("Rust workloads with hakmem (smoke)".into());
     }
     if failed.is_empty() {
         eprintln!("\n==> all test steps passed");
