@@ -342,20 +342,8 @@ unsafe impl Sync for Unset {}
 
 #[cfg_attr(not(ie_tls), allow(dead_code))]
 static UNSET: Unset = Unset(UnsafeCell::new(ThreadCache {
-    lists: [FreeList {
-        head: ptr::null_mut(),
-        hits: 0,
-        entered: 0,
-        bound: 0,
-    }; NUM_CLASSES],
-    outgoing: [Outgoing {
-        head: ptr::null_mut(),
-        count: 0,
-    }; NUM_CLASSES],
-    next_batch: [0; NUM_CLASSES],
-    counters: [ClassStats::ZERO; NUM_CLASSES],
-    phase: Phase::Fresh,
     owner: &UNSET as *const Unset as *const u8,
+    ..ThreadCache::FRESH
 }));
 
 /// True when `c` is [`UNSET`]; never without `initial-exec-tls`, where
