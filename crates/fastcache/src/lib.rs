@@ -645,17 +645,21 @@ unsafe fn push_local(c: *mut ThreadCache, p: *mut u8, class: usize) {
 #[cold]
 #[inline(never)]
 unsafe fn free_past_bound(p: *mut u8, class: usize) {
-    let phase = with_cache(|c| c.phase);
-    if phase == Phase::Fresh {
+    // One visit to the cache: the phase, and the count if it is not fresh.
+    let fresh = with_cache(|c| {
+        if c.phase == Phase::Fresh {
+            return true;
+        }
+        let k = &mut c.counters[class];
+        k.drains += 1;
+        k.drain_blocks += 1;
+        false
+    });
+    if fresh {
         start_thread();
         // SAFETY: the caller's contract; the bounds are set now.
         return unsafe { free(p, class) };
     }
-    with_cache(|c| {
-        let k = &mut c.counters[class];
-        k.drains += 1;
-        k.drain_blocks += 1;
-    });
     // SAFETY: the caller's contract: a block of the backend, out.
     unsafe { SelectedBackend::free(p) };
 }
