@@ -75,7 +75,7 @@ pub const DEFAULTS: Options = Options {
     ignore_invalid_free: false,
     stats: false,
     fast_stats: false,
-    fast_batch_bytes: 8 << 10,
+    fast_batch_bytes: 32 << 10,
     fast_max_batch: 64,
     purge_threshold_bytes: 64 << 20,
     purge_delay_ms: 100,
