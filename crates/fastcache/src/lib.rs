@@ -606,9 +606,9 @@ pub unsafe fn free_owned(p: *mut u8, class: usize, owner: *const u8) {
         // SAFETY: the caller's contract.
         return unsafe { free_not_mine(c, p, class, owner) };
     }
-    // SAFETY: the caller's contract; `c` is this thread's own cache (UNSET's
-    // token is no slab's, and a null one was tested above), and the block
-    // is of one of its slabs or of an abandoned one (reusable here).
+    // `c` is this thread's own cache: UNSET's token is no slab's, and a
+    // null token was tested above (an abandoned slab's block is reusable).
+    // SAFETY: the caller's contract; `c` is this thread's own cache.
     unsafe { push_local(c, p, class) }
 }
 

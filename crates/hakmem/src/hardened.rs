@@ -57,10 +57,9 @@ fn tail_key(p: usize) -> usize {
 pub(crate) unsafe fn arm(p: *mut u8, block: usize, size: usize) {
     let usable = block - TAIL;
     debug_assert!(size <= usable);
-    // SAFETY: [size, size + 8) and the tail word lie inside the block
-    // (size <= usable = block - 8); the tail is 8-aligned (every class is
-    // a multiple of 16). The canary goes first: where it overlaps the
-    // tail word, the tail word wins.
+    // The canary goes first: where it overlaps the tail word, the tail
+    // word wins. (The tail is 8-aligned: every class is a multiple of 16.)
+    // SAFETY: [size, size + 8) and the tail word lie inside the block.
     unsafe {
         p.add(size)
             .cast::<u64>()

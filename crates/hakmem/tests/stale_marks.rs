@@ -18,9 +18,9 @@ fn copied_mark_then_free() {
     assert!(!a.is_null() && !b.is_null());
     // SAFETY: both live; a is freed once.
     unsafe { hakmem::free(a) };
-    // SAFETY: a's memory stays mapped (its slab holds the live b); the
-    // read of its second word is what a realloc's copy of stale bytes
-    // does. Volatile: the value must really be copied.
+    // The read of a's second word is what a realloc's copy of stale bytes
+    // does (volatile: the value must really be copied).
+    // SAFETY: a's memory stays mapped (its slab holds the live b).
     let stale = unsafe { a.cast::<usize>().add(1).read_volatile() };
     // SAFETY: b is live and 48 bytes long.
     unsafe { b.cast::<usize>().add(1).write_volatile(stale) };

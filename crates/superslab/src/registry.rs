@@ -123,9 +123,9 @@ pub(crate) fn kind_byte_of(addr: usize) -> u8 {
         return ChunkKind::Foreign as u8;
     };
     let table = REGISTRY.table.load(Ordering::Relaxed);
-    // SAFETY: the table spans `entries` bytes and lives for the rest of the
-    // process once published; the size is stored after the table, so the
-    // Acquire load that read a bound above `i` made the table visible.
+    // The size is stored after the table, so the Acquire load that read a
+    // bound above `i` made the table visible.
+    // SAFETY: the published table spans `entries` bytes, lives forever.
     unsafe { (*table.add(i)).load(Ordering::Acquire) }
 }
 

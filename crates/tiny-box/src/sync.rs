@@ -92,9 +92,8 @@ impl Backoff {
                     tv_sec: 0,
                     tv_nsec: ns as libc::c_long,
                 };
-                // SAFETY: `ts` is a valid timespec (under a second); the
-                // remainder is not asked for. An early wake-up by a signal
-                // only shortens the step.
+                // An early wake-up by a signal only shortens the step.
+                // SAFETY: `ts` is a valid timespec; no remainder asked for.
                 unsafe { libc::nanosleep(&ts, core::ptr::null_mut()) };
             }
         }
