@@ -52,15 +52,19 @@ enum Between {
     /// that thread's outgoing list (fast path) or on the slab's remote
     /// list.
     FreedByLiveThread,
+    /// The first free finds the class's cache list full, so a small block
+    /// goes straight back to its slab's free list (fast path).
+    PastAFullList,
 }
 
-const BETWEEN: [Between; 6] = [
+const BETWEEN: [Between; 7] = [
     Between::Nothing,
     Between::OtherAllocations,
     Between::AnotherFree,
     Between::Flushed,
     Between::FreedElsewhere,
     Between::FreedByLiveThread,
+    Between::PastAFullList,
 ];
 
 /// The thread of a `FreedByLiveThread` first free, kept alive (it waits for
@@ -108,10 +112,23 @@ fn first_free(size: usize, between: Between) -> *mut u8 {
         *LIVE_FREER.lock().unwrap() = Some((done, freer));
         return p;
     }
+    // (Large and huge blocks have no list: for them this is `Nothing`.)
+    if matches!(between, Between::PastAFullList) && size <= hakmem::SMALL_REQUEST_MAX {
+        // More blocks of the size than a list holds (two batches of at
+        // most 64), freed first: the list is full when p comes.
+        let others: Vec<*mut u8> = (0..300).map(|_| hakmem::malloc(size)).collect();
+        for o in others {
+            // SAFETY: live blocks, freed once.
+            unsafe { hakmem::free(o) };
+        }
+    }
     // SAFETY: live, freed once here.
     unsafe { hakmem::free(p) };
     match between {
-        Between::Nothing | Between::FreedElsewhere | Between::FreedByLiveThread => {}
+        Between::Nothing
+        | Between::FreedElsewhere
+        | Between::FreedByLiveThread
+        | Between::PastAFullList => {}
         Between::Flushed => hakmem::trim(),
         Between::OtherAllocations => {
             // Sizes that cannot reuse the freed block's memory (that
