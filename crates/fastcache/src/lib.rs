@@ -606,27 +606,35 @@ pub unsafe fn free_owned(p: *mut u8, class: usize, owner: *const u8) {
         // SAFETY: the caller's contract.
         return unsafe { free_not_mine(c, p, class, owner) };
     }
-    // `c` is this thread's own cache: UNSET's token is no slab's, and a
-    // null token was tested above (an abandoned slab's block is reusable).
-    // SAFETY: the caller's contract; `c` is this thread's own cache.
+    // `c` is not UNSET (its token is no slab's, and a null token was
+    // tested above); an abandoned slab's block is reusable here.
+    // SAFETY: the caller's contract; `c` is this thread's or EXITED.
     unsafe { push_local(c, p, class) }
 }
 
 /// Pushes a block of one of this thread's slabs (or of an abandoned one)
-/// onto its list, and drains the list past its bound.
+/// onto its list, or past a full list straight back to its slab.
 ///
 /// # Safety
-/// As for [`free`]; `c` is this thread's own cache (not [`UNSET`]).
+/// As for [`free`]; `c` is this thread's own cache or (after the thread's
+/// exit) the EXITED one, not [`UNSET`].
 #[inline(always)]
 unsafe fn push_local(c: *mut ThreadCache, p: *mut u8, class: usize) {
     debug_assert!(class < NUM_CLASSES);
-    // SAFETY: this thread's cache; no other reference to the list lives;
-    // `class` is a class (the caller's contract: a block of that class).
-    let list = unsafe { (*c).lists.get_unchecked_mut(class) };
-    if list.count() >= list.bound {
+    // The bound is read through a raw place first: `c` may be the shared,
+    // never-written EXITED cache (bound 0), of which no `&mut` may exist.
+    // SAFETY: `c` is this thread's cache or a shared static; `class` is a
+    // class (the caller's contract: a block of that class).
+    let list = unsafe { ptr::addr_of_mut!((*c).lists).cast::<FreeList>().add(class) };
+    // SAFETY: as above; shared reads only.
+    if unsafe { (*list).count() >= (*list).bound } {
         // SAFETY: the caller's contract.
         return unsafe { free_past_bound(p, class) };
     }
+    // A list with room belongs to this thread's own cache (the shared
+    // caches' bounds are 0).
+    // SAFETY: this thread's own list; no other reference to it lives.
+    let list = unsafe { &mut *list };
     // SAFETY: the caller gives the block up to us.
     unsafe { push(&mut list.head, p) };
     list.entered = list.entered.wrapping_add(1);
@@ -840,33 +848,16 @@ fn refill_and_take(class: usize) -> *mut u8 {
     first.cast()
 }
 
-/// Cuts the first `n` blocks off `list` as a chain.
-fn detach_front(list: &mut FreeList, n: usize) -> Chain {
-    let mut chain = Chain::new();
-    if n == 0 {
-        return chain;
-    }
-    chain.head = list.head;
-    chain.len = n;
-    let count = list.count();
-    if n == count as usize {
-        // The whole list: it already ends in null, so there is nothing to
-        // cut and no reason to walk it (at thread exit that walk was a
-        // cache miss per block, 9% of the original's thread-churn shape).
-        list.head = ptr::null_mut();
-        list.set_count(0);
-        return chain;
-    }
-    let mut tail = list.head;
-    for _ in 1..n {
-        // SAFETY: the list has at least n blocks (n <= count).
-        tail = unsafe { Block::next(tail) };
-    }
-    // SAFETY: tail is on the list.
-    list.head = unsafe { Block::next(tail) };
-    // SAFETY: tail is ours; it ends the detached chain.
-    unsafe { Block::set_next(tail, ptr::null_mut()) };
-    list.set_count(count - n as u32);
+/// Takes the whole of `list` as a chain: it already ends in null, so
+/// nothing is walked (at thread exit a walk was a cache miss a block, 9%
+/// of the original's thread-churn shape).
+fn take_all(list: &mut FreeList) -> Chain {
+    let chain = Chain {
+        head: list.head,
+        len: list.count() as usize,
+    };
+    list.head = ptr::null_mut();
+    list.set_count(0);
     chain
 }
 
@@ -899,9 +890,7 @@ fn flush(at_exit: bool) {
     for class in 0..NUM_CLASSES {
         return_outgoing(class, at_exit);
         let chain = with_cache(|c| {
-            let list = &mut c.lists[class];
-            let n = list.count() as usize;
-            let chain = detach_front(list, n);
+            let chain = take_all(&mut c.lists[class]);
             c.counters[class].count_handed_back(chain.len, at_exit);
             chain
         });

@@ -44,7 +44,7 @@ mod stats;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
 
-use hakmem_superslab::{self as superslab, Lookup};
+use hakmem_superslab::{self as superslab, Lookup, SlabRef};
 #[cfg(not(feature = "fast-path"))]
 use hakmem_tiny_box::SelectedBackend;
 #[cfg(all(feature = "fast-path", not(feature = "secure")))]
@@ -485,34 +485,12 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
         }
         // Nothing to copy, nothing to free.
         Lookup::ZeroSize => return malloc(new_size),
-        Lookup::Run(_) | Lookup::Huge(_) => {
-            let usable = usable_size(p);
-            // Still fits, and wastes less than half (or a new block would be
-            // no smaller: a run of one slab holds anything from 16 KiB up):
-            // stays. (Not in hardened builds: a guarded block ends at its
-            // guard page, so a smaller size moves to keep the guard
-            // adjacent.)
-            if !cfg!(feature = "secure")
-                && new_size > SMALL_REQUEST_MAX
-                && new_size <= usable
-                && (new_size > usable / 2 || large::fresh_usable(new_size) >= usable)
-            {
-                return p;
-            }
-            // A run grows in place into free slabs after it.
-            if let Lookup::Run(slab) = superslab::lookup(p) {
-                if !cfg!(feature = "secure")
-                    && new_size > usable
-                    && new_size <= LARGE_MAX
-                    // SAFETY: a live run of the caller's.
-                    && unsafe { superslab::grow_run(slab, new_size.div_ceil(superslab::SLAB_SIZE)) }
-                {
-                    return p;
-                }
-            }
-            // SAFETY: a live large or huge block of `usable` bytes.
-            return unsafe { realloc_move(p, usable, grown(usable, new_size)) };
+        // SAFETY: a live run / huge block of the caller's (its contract).
+        Lookup::Run(slab) => {
+            return unsafe { realloc_large(p, large::run_usable(slab), Some(slab), new_size) }
         }
+        // SAFETY: as above.
+        Lookup::Huge(h) => return unsafe { realloc_large(p, h.usable_size(), None, new_size) },
         _ => {
             // SAFETY: not a live block: reported (and maybe ignored) by free.
             unsafe { free(p) };
@@ -521,6 +499,43 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
     };
     // SAFETY: the caller's contract.
     unsafe { realloc_move(p, old_usable, new_size) }
+}
+
+/// `realloc` of a large or huge block of `usable` bytes (`run`: its run,
+/// for a large one).
+///
+/// # Safety
+/// `p` is a live large or huge block of the caller's, with `usable` bytes.
+unsafe fn realloc_large(
+    p: *mut u8,
+    usable: usize,
+    run: Option<SlabRef>,
+    new_size: usize,
+) -> *mut u8 {
+    // Still fits, and wastes less than half (or a new block would be no
+    // smaller: a run of one slab holds anything from 16 KiB up): stays.
+    // (Not in hardened builds: a guarded block ends at its guard page, so
+    // a smaller size moves to keep the guard adjacent.)
+    if !cfg!(feature = "secure")
+        && new_size > SMALL_REQUEST_MAX
+        && new_size <= usable
+        && (new_size > usable / 2 || large::fresh_usable(new_size) >= usable)
+    {
+        return p;
+    }
+    // A run grows in place into free slabs after it.
+    if let Some(slab) = run {
+        if !cfg!(feature = "secure")
+            && new_size > usable
+            && new_size <= LARGE_MAX
+            // SAFETY: a live run of the caller's.
+            && unsafe { superslab::grow_run(slab, new_size.div_ceil(superslab::SLAB_SIZE)) }
+        {
+            return p;
+        }
+    }
+    // SAFETY: the caller's contract.
+    unsafe { realloc_move(p, usable, grown(usable, new_size)) }
 }
 
 /// The size a large or huge block of `usable` bytes that must move to hold

@@ -370,13 +370,42 @@ const HAKMEM_DEFAULT_BUILD: &str = "hakmem+box-refactor+fast-path";
 /// after the workspace tests this costs the compiles and two seconds of
 /// runs. True when all passed.
 pub fn c_smoke() -> bool {
-    match c_smoke_inner() {
+    smoke("C", c_smoke_inner)
+}
+
+/// Runs a smoke test; true when it passed, else says why.
+fn smoke(set: &str, test: impl FnOnce() -> Result<(), String>) -> bool {
+    match test() {
         Ok(()) => true,
         Err(e) => {
-            eprintln!("==> C smoke test: {e}");
+            eprintln!("==> {set} smoke test: {e}");
             false
         }
     }
+}
+
+/// A smoke test's verdict from the names of the workloads that failed.
+fn smoke_verdict(failed: &[&str]) -> Result<(), String> {
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("failed: {}", failed.join(", ")))
+    }
+}
+
+/// The `hakmem-benches` binaries the Rust workloads among `workloads` run,
+/// each once.
+fn rust_binaries<'a>(workloads: impl IntoIterator<Item = &'a Workload>) -> Vec<&'static str> {
+    let mut binaries: Vec<&str> = workloads
+        .into_iter()
+        .filter_map(|w| match w.program {
+            Program::Rust(b) => Some(b),
+            Program::C { .. } => None,
+        })
+        .collect();
+    binaries.sort_unstable();
+    binaries.dedup();
+    binaries
 }
 
 fn c_smoke_inner() -> Result<(), String> {
@@ -432,11 +461,7 @@ fn c_smoke_inner() -> Result<(), String> {
             }
         }
     }
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("failed: {}", failed.join(", ")))
-    }
+    smoke_verdict(&failed)
 }
 
 /// `cargo xtask test`'s smoke test of the Rust set: every workload binary
@@ -447,26 +472,12 @@ fn c_smoke_inner() -> Result<(), String> {
 /// `mixed` workload once died of a false double-free report that no test
 /// ran into.) True when all passed.
 pub fn rust_smoke() -> bool {
-    match rust_smoke_inner() {
-        Ok(()) => true,
-        Err(e) => {
-            eprintln!("==> Rust smoke test: {e}");
-            false
-        }
-    }
+    smoke("Rust", rust_smoke_inner)
 }
 
 fn rust_smoke_inner() -> Result<(), String> {
     let target = target_dir()?;
-    let mut binaries: Vec<&str> = suite::WORKLOADS
-        .iter()
-        .filter_map(|w| match w.program {
-            Program::Rust(b) => Some(b),
-            _ => None,
-        })
-        .collect();
-    binaries.sort_unstable();
-    binaries.dedup();
+    let binaries = rust_binaries(&suite::WORKLOADS);
     let mut cmd = cargo();
     cmd.args(["build", "--quiet", "-p", "hakmem-benches"])
         .arg("--target-dir")
@@ -495,11 +506,7 @@ fn rust_smoke_inner() -> Result<(), String> {
             }
         }
     }
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("failed: {}", failed.join(", ")))
-    }
+    smoke_verdict(&failed)
 }
 
 /// Where the copy of workload `w` built for allocator `a` lives.
@@ -523,16 +530,7 @@ fn build(a: &Allocator, workloads: &[&Workload], target: &Path, bins: &Path) -> 
     if !a.features.is_empty() {
         cmd.arg("--features").arg(a.features);
     }
-    let mut binaries: Vec<&str> = workloads
-        .iter()
-        .filter_map(|w| match w.program {
-            Program::Rust(b) => Some(b),
-            Program::C { .. } => None,
-        })
-        .collect();
-    binaries.sort_unstable();
-    binaries.dedup();
-    for b in binaries {
+    for b in rust_binaries(workloads.iter().copied()) {
         cmd.args(["--bin", b]);
     }
     if !run_step(&format!("build the suite for {}", a.name), &mut cmd) {
