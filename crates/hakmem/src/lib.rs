@@ -485,12 +485,14 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
         }
         // Nothing to copy, nothing to free.
         Lookup::ZeroSize => return malloc(new_size),
-        // SAFETY: a live run / huge block of the caller's (its contract).
         Lookup::Run(slab) => {
-            return unsafe { realloc_large(p, large::run_usable(slab), Some(slab), new_size) }
+            // SAFETY: a live run of the caller's (its contract).
+            return unsafe { realloc_large(p, large::run_usable(slab), Some(slab), new_size) };
         }
-        // SAFETY: as above.
-        Lookup::Huge(h) => return unsafe { realloc_large(p, h.usable_size(), None, new_size) },
+        Lookup::Huge(h) => {
+            // SAFETY: a live huge block of the caller's (its contract).
+            return unsafe { realloc_large(p, h.usable_size(), None, new_size) };
+        }
         _ => {
             // SAFETY: not a live block: reported (and maybe ignored) by free.
             unsafe { free(p) };
