@@ -2,8 +2,9 @@
 //!
 //! - `cargo xtask test`: the test command. Runs the workspace tests with the
 //!   default features, then the allocator crates' tests in each of the other
-//!   three toggle combinations, then clippy and rustfmt checks, then a
-//!   smoke run of the C workloads under libhakmem.so.
+//!   three toggle combinations, then clippy and rustfmt checks, then the
+//!   packaging of the crates to publish (`package.rs`), then a smoke run of
+//!   the C workloads under libhakmem.so.
 //! - `cargo xtask bench`: the benchmark suite (see `bench/`): the Rust
 //!   workloads built per allocator, and the C and C++ workloads of
 //!   `benches/c` run under `LD_PRELOAD` (`--workload c`).
@@ -22,6 +23,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod miri;
+mod package;
 mod reliability;
 mod test;
 

@@ -1,7 +1,7 @@
 //! `cargo xtask test`: the whole test suite, in every toggle combination,
-//! plus the hardened (`secure`) build, lint checks, and a smoke run of the
-//! C workloads of `cargo xtask bench` under libhakmem.so and of its Rust
-//! workloads with hakmem.
+//! plus the hardened (`secure`) build, lint checks, the packaging of the
+//! crates to publish, and a smoke run of the C workloads of `cargo xtask
+//! bench` under libhakmem.so and of its Rust workloads with hakmem.
 
 use std::process::Command;
 
@@ -133,6 +133,11 @@ pub fn run(args: &TestArgs) -> bool {
             "rustfmt check".into(),
             cargo().args(["fmt", "--all", "--check"]),
         );
+    }
+    // The crates `cargo publish` would upload, packaged and built from their
+    // .crate files, and their contents checked (see package.rs).
+    if !crate::package::check() {
+        failed.push("packaging of the crates to publish".into());
     }
     // After the workspace tests, which built the library it loads.
     eprintln!("\n==> the C workloads of `cargo xtask bench` under libhakmem.so (smoke)");
