@@ -47,6 +47,35 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     p
 }
 
+/// Hardened builds: a guarded block of `size` bytes (above the small
+/// limit) laid out with room to grow in place to `room` (see
+/// [`resize_huge`]); null when the OS refuses. The room is address space:
+/// its pages stay inaccessible, and not resident, until the block grows
+/// into them.
+#[cfg(feature = "secure")]
+#[cold]
+pub(crate) fn alloc_with_room(size: usize, room: usize) -> *mut u8 {
+    match huge::alloc_with_room(size, room, 16) {
+        Ok(g) => g.block.ptr(),
+        Err(_) => {
+            crate::stats::out_of_memory();
+            ptr::null_mut()
+        }
+    }
+}
+
+/// Hardened builds: resizes the huge block `h` to `new_size` bytes where
+/// it is (its slack checked, its guard moved to its new end); false when
+/// its mapping has no room for that.
+///
+/// # Safety
+/// `h` is a live huge block of the caller's.
+#[cfg(feature = "secure")]
+pub(crate) unsafe fn resize_huge(h: HugeRef, new_size: usize) -> bool {
+    // SAFETY: caller's contract.
+    unsafe { huge::resize(h, new_size) }
+}
+
 /// Bytes a fresh large or huge block for `size` bytes (above the small
 /// limit, alignment at most a slab) would have: what `realloc` weighs a
 /// move to a smaller block against.

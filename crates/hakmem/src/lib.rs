@@ -490,6 +490,13 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
             return unsafe { realloc_large(p, large::run_usable(slab), Some(slab), new_size) };
         }
         Lookup::Huge(h) => {
+            // Hardened builds: a guarded block grows or shrinks where it
+            // is when its mapping has room (its guard moves with its end).
+            #[cfg(feature = "secure")]
+            // SAFETY: a live huge block of the caller's (its contract).
+            if new_size > SMALL_REQUEST_MAX && unsafe { large::resize_huge(h, new_size) } {
+                return p;
+            }
             // SAFETY: a live huge block of the caller's (its contract).
             return unsafe { realloc_large(p, h.usable_size(), None, new_size) };
         }
@@ -516,8 +523,8 @@ unsafe fn realloc_large(
 ) -> *mut u8 {
     // Still fits, and wastes less than half (or a new block would be no
     // smaller: a run of one slab holds anything from 16 KiB up): stays.
-    // (Not in hardened builds: a guarded block ends at its guard page, so
-    // a smaller size moves to keep the guard adjacent.)
+    // (Hardened builds resized a guarded block in place already where its
+    // mapping allowed: its end must stay in its last accessible page.)
     if !cfg!(feature = "secure")
         && new_size > SMALL_REQUEST_MAX
         && new_size <= usable
@@ -536,6 +543,21 @@ unsafe fn realloc_large(
             return p;
         }
     }
+    // Hardened builds: a growing block moves to a guarded block with room
+    // to grow on in place (the same quarter more as below).
+    #[cfg(feature = "secure")]
+    if new_size > usable && new_size > SMALL_REQUEST_MAX {
+        let q = large::alloc_with_room(new_size, usable.saturating_add(usable / 4));
+        if !q.is_null() {
+            // SAFETY: both blocks are live, distinct, and at least `usable`
+            // bytes long; p is given up after the copy.
+            unsafe {
+                ptr::copy_nonoverlapping(p, q, usable);
+                free(p);
+            }
+        }
+        return q;
+    }
     // SAFETY: the caller's contract.
     unsafe { realloc_move(p, usable, grown(usable, new_size)) }
 }
@@ -545,6 +567,8 @@ unsafe fn realloc_large(
 /// rule), so that a buffer grown by small steps is copied a logarithmic
 /// number of times, not once per slab or page it grows by. The headroom is
 /// address space until written (fresh slabs and mappings are not resident).
+/// (Hardened builds give the headroom as room to grow in place instead:
+/// their blocks end at a guard.)
 #[inline]
 fn grown(usable: usize, new_size: usize) -> usize {
     if cfg!(feature = "secure") || new_size <= usable {
@@ -659,6 +683,14 @@ unsafe impl GlobalAlloc for HakMem {
         if let Some(class) = old.filter(|&c| small_class(new_size, align) == Some(c)) {
             handed_out(p, class, new_size);
             return p;
+        }
+        // Hardened builds: a guarded large block resizes in place, or moves
+        // with room to grow, as through `realloc` (at malloc's alignment,
+        // which that serves).
+        #[cfg(feature = "secure")]
+        if old.is_none() && align <= MIN_ALIGN && small_class(new_size, align).is_none() {
+            // SAFETY: a live large block of ours (GlobalAlloc's contract).
+            return unsafe { realloc(p, new_size) };
         }
         if !cfg!(feature = "secure") && old.is_none() && small_class(new_size, align).is_none() {
             let usable = usable_size(p);

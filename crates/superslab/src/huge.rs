@@ -170,12 +170,22 @@ fn layout_for(size: usize, align: usize) -> Option<Layout> {
 /// Maps a huge block of at least `size` bytes aligned to `align` (a power of
 /// two). Err when the size cannot be represented or the OS refuses.
 pub fn alloc(size: usize, align: usize) -> Result<HugeGrant, OutOfMemory> {
+    alloc_with_room(size, size, align)
+}
+
+/// [`alloc`] with room for the block to grow in place to `room` bytes
+/// (`room >= size`; hardened builds, where [`resize`] then grows it: the
+/// mapping is laid out for `room`, and the pages past the block's last one
+/// stay inaccessible until it grows into them). Other builds lay a huge
+/// block out for `room` directly (its usable size is its mapping's).
+pub fn alloc_with_room(size: usize, room: usize, align: usize) -> Result<HugeGrant, OutOfMemory> {
     crate::pool::decay();
+    let room = room.max(size);
     let Layout {
         len,
         offset,
         cacheable,
-    } = layout_for(size, align).ok_or(OutOfMemory)?;
+    } = layout_for(room, align).ok_or(OutOfMemory)?;
     if cacheable {
         if let Some(base) = cache_take(len) {
             stats::add(&COUNTERS.huge_cache_hits, 1);
@@ -186,14 +196,14 @@ pub fn alloc(size: usize, align: usize) -> Result<HugeGrant, OutOfMemory> {
             let offset = unsafe {
                 let map_len = (*h).map_len;
                 #[cfg(feature = "secure")]
-                let offset = match guarded::reuse(base, map_len, size) {
+                let offset = match guarded::reuse(base, map_len, size, room) {
                     Some(offset) => offset,
                     None => {
                         // Not reusable after all: unmapped, and a fresh
                         // mapping below.
                         stats::sub(&COUNTERS.huge_in_use, 1);
                         unmap(base, map_len);
-                        return alloc(size, align);
+                        return alloc_with_room(size, room, align);
                     }
                 };
                 #[cfg(not(feature = "secure"))]
@@ -346,6 +356,25 @@ pub unsafe fn free(block: HugeRef) -> Result<(), AlreadyFreed> {
     Ok(())
 }
 
+/// Hardened builds: resizes a live guarded huge block in place (see
+/// [`alloc_with_room`]); false, and nothing changed, when it cannot. Other
+/// builds: always false (a huge block's usable size is its mapping's).
+///
+/// # Safety
+/// `block` is a live huge block of the caller's.
+pub unsafe fn resize(block: HugeRef, new_size: usize) -> bool {
+    #[cfg(feature = "secure")]
+    // SAFETY: the caller's contract.
+    unsafe {
+        guarded::resize(block, new_size)
+    }
+    #[cfg(not(feature = "secure"))]
+    {
+        let _ = (block, new_size);
+        false
+    }
+}
+
 /// Puts a freed mapping into the cache when it fits there, else unmaps it.
 fn cache_or_unmap(h: *mut HugeHeader, len: usize) {
     // SAFETY: a freed mapping of ours: its header is mapped.
@@ -469,57 +498,133 @@ mod guarded {
         n & !(page() - 1)
     }
 
-    /// The two slack ranges of a block at `offset` of `size` bytes in a
-    /// mapping of `len`: (start, length) each, relative to the mapping.
-    fn slack(len: usize, offset: usize, size: usize) -> [(usize, usize); 2] {
-        let front = page_floor(offset);
-        [
-            (front, offset - front),
-            (offset + size, len - page() - offset - size),
-        ]
+    fn page_ceil(n: usize) -> usize {
+        page_floor(n + page() - 1)
     }
 
-    fn fill_slack(base: *mut u8, len: usize, offset: usize, size: usize) {
-        for (at, n) in slack(len, offset, size) {
-            // SAFETY: inside the accessible pages of our mapping.
-            unsafe { ptr::write_bytes(base.add(at), SLACK_BYTE, n) };
+    /// The two slack ranges of a block at `offset` of `size` bytes: from
+    /// its page's start to it, and from its end to the end of its last
+    /// page, where the inaccessible pages begin. (start, length) each,
+    /// relative to the mapping.
+    fn slack(offset: usize, size: usize) -> [(usize, usize); 2] {
+        let front = page_floor(offset);
+        let end = offset + size;
+        [(front, offset - front), (end, page_ceil(end) - end)]
+    }
+
+    fn fill(base: *mut u8, (at, n): (usize, usize)) {
+        // SAFETY: inside the accessible pages of our mapping.
+        unsafe { ptr::write_bytes(base.add(at), SLACK_BYTE, n) };
+    }
+
+    /// Stops the process unless the `n` bytes at `at` all hold
+    /// [`SLACK_BYTE`]. A word at a time without an early exit (so the loop
+    /// vectorises): a slack is up to two pages, checked at every free.
+    fn check(base: *mut u8, (at, n): (usize, usize), block: usize) {
+        // SAFETY: the accessible pages of a mapping of ours.
+        let bytes = unsafe { core::slice::from_raw_parts(base.add(at), n) };
+        // SAFETY: any bytes are valid u64s; align_to keeps the words
+        // aligned and the edges as bytes.
+        let (head, words, tail) = unsafe { bytes.align_to::<u64>() };
+        let pattern = u64::from_ne_bytes([SLACK_BYTE; 8]);
+        let odd = head.iter().chain(tail).any(|&b| b != SLACK_BYTE);
+        if odd || words.iter().fold(0, |acc, &w| acc | (w ^ pattern)) != 0 {
+            overflowed(block);
         }
     }
 
-    /// Sets up a fresh mapping's guards and slack; false when the kernel
-    /// refused a protection change.
+    /// Sets up a fresh mapping's guards and slack for a block of `size`
+    /// bytes at `offset`: the pages before the block's first and after its
+    /// last are inaccessible (the last page of the mapping, and any room
+    /// it was laid out for). False when the kernel refused.
     pub(super) fn arm(base: *mut u8, len: usize, offset: usize, size: usize) -> bool {
         let front = page_floor(offset);
+        let back = page_ceil(offset + size);
         // SAFETY: both ranges lie inside the fresh mapping.
         let guards = unsafe {
             (front == page() || os::protect_none(base.add(page()), front - page()))
-                && os::protect_none(base.add(len - page()), page())
+                && os::protect_none(base.add(back), len - back)
         };
         if guards {
-            fill_slack(base, len, offset, size);
+            slack(offset, size).into_iter().for_each(|r| fill(base, r));
         }
         guards
     }
 
     /// Opens a quarantined-then-cached mapping for a block of `size`
-    /// bytes; its offset, or None when the kernel refused.
+    /// bytes with room to grow to `room`; its offset, or None when the
+    /// kernel refused.
     ///
     /// # Safety
     /// `base` is a guarded mapping of `len` bytes taken out of the cache.
-    pub(super) unsafe fn reuse(base: *mut u8, len: usize, size: usize) -> Option<usize> {
-        let offset = guarded_offset(len, size, 16);
+    pub(super) unsafe fn reuse(
+        base: *mut u8,
+        len: usize,
+        size: usize,
+        room: usize,
+    ) -> Option<usize> {
+        let offset = guarded_offset(len, room, 16);
         let front = page_floor(offset);
         // SAFETY: the block's pages, inside the mapping.
-        if !os::protect_rw(unsafe { base.add(front) }, len - page() - front) {
+        if !os::protect_rw(unsafe { base.add(front) }, page_ceil(offset + size) - front) {
             return None;
         }
-        fill_slack(base, len, offset, size);
+        slack(offset, size).into_iter().for_each(|r| fill(base, r));
         Some(offset)
     }
 
-    /// A freed guarded block: its slack checked, its pages purged and made
-    /// inaccessible, and the mapping quarantined. Returns the mapping that
-    /// leaves the quarantine for it (to be cached or unmapped), if any.
+    /// Resizes the live guarded block `block` to `new_size` bytes where it
+    /// is: its slack checked, pages opened or closed so that the block
+    /// still ends in its last accessible page, and the new slack filled.
+    /// False (nothing changed) when the mapping has no room for it, it
+    /// would waste more than half, or the kernel refused.
+    ///
+    /// # Safety
+    /// `block` is a live huge block of the caller's.
+    pub(super) unsafe fn resize(block: HugeRef, new_size: usize) -> bool {
+        let h = block.header();
+        let base = h.cast::<u8>();
+        // SAFETY: a live block's header is mapped; its owner (the caller)
+        // alone changes `requested`.
+        let (guarded, len, offset, size) =
+            unsafe { ((*h).guarded, (*h).map_len, (*h).offset, (*h).requested) };
+        let room = len - page() - offset;
+        if !guarded || new_size > room || new_size < size / 2 {
+            return false;
+        }
+        let (old_end, end) = (offset + size, offset + new_size);
+        let (old_back, new_back) = (page_ceil(old_end), page_ceil(end));
+        // The slack the block grows over must be intact (an overflow
+        // before the realloc); the rest of it stays slack, checked at free.
+        let grown_over = (old_end, end.min(old_back).max(old_end) - old_end);
+        check(base, grown_over, block.ptr() as usize);
+        if new_back > old_back {
+            // SAFETY: pages of the block's own mapping, past its end.
+            if !os::protect_rw(unsafe { base.add(old_back) }, new_back - old_back) {
+                return false;
+            }
+        } else if new_back < old_back {
+            // SAFETY: as above: pages the block no longer reaches. (A
+            // refusal only leaves them open and unchecked: less guarded.)
+            os::protect_none(unsafe { base.add(new_back) }, old_back - new_back);
+        }
+        // Past the new end: what was the block's (shrinking), or the pages
+        // just opened (growing); the old slack still holds its bytes.
+        let stale = if new_size < size {
+            end
+        } else {
+            end.max(old_back)
+        };
+        fill(base, (stale, new_back.max(stale) - stale));
+        // SAFETY: as above.
+        unsafe { (*h).requested = new_size };
+        true
+    }
+
+    /// A freed guarded block: its slack checked, its pages made
+    /// inaccessible (and, when it cannot be cached, purged), and the
+    /// mapping quarantined. Returns the mapping that leaves the quarantine
+    /// for it (to be cached or unmapped), if any.
     ///
     /// # Safety
     /// `h` heads a mapping of `len` bytes just claimed by a free.
@@ -530,22 +635,25 @@ mod guarded {
     ) -> Option<(*mut HugeHeader, usize)> {
         let base = h.cast::<u8>();
         // SAFETY: the header is mapped (caller's contract).
-        let (guarded, size) = unsafe { ((*h).guarded, (*h).requested) };
+        let (guarded, size, cacheable) = unsafe { ((*h).guarded, (*h).requested, (*h).cacheable) };
         if !guarded {
             return Some((h, len));
         }
-        for (at, n) in slack(len, offset, size) {
-            // SAFETY: the accessible pages of the claimed mapping.
-            let bytes = unsafe { core::slice::from_raw_parts(base.add(at), n) };
-            if bytes.iter().any(|&b| b != SLACK_BYTE) {
-                overflowed(base as usize + offset);
-            }
+        for r in slack(offset, size) {
+            check(base, r, base as usize + offset);
         }
         let front = page_floor(offset);
         // SAFETY: the block's pages, no longer in use.
         let pages = unsafe { base.add(front) };
-        os::purge(pages, len - page() - front);
-        os::protect_none(pages, len - page() - front);
+        let open = page_ceil(offset + size) - front;
+        // Inaccessible is enough to keep a read after free from seeing the
+        // block; purging too would cost every reuse its page faults. A
+        // mapping the cache will not take goes back to the OS after the
+        // quarantine: its pages are released now.
+        if !cacheable || len > CACHE_MAX_MAPPING {
+            os::purge(pages, open);
+        }
+        os::protect_none(pages, open);
         let out = with_cache(|c| {
             let i = c.quarantine_next;
             c.quarantine_next = (i + 1) % QUARANTINE_SLOTS;

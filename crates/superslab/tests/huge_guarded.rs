@@ -1,6 +1,7 @@
 //! Hardened builds (`--features secure`): a huge block ends at a guard
 //! page, its slack is checked at free, and a freed mapping is quarantined
-//! (inaccessible, not reused) for the next few huge frees. Probes that
+//! (inaccessible, not reused) for the next few huge frees; a block laid
+//! out with room resizes in place and keeps ending at its guard. Probes that
 //! must fault run in a child process (this binary re-executed).
 #![cfg(feature = "secure")]
 
@@ -11,7 +12,37 @@ use hakmem_superslab::{huge, lookup, Lookup};
 const PROBE_ENV: &str = "HAKMEM_HUGE_PROBE";
 const SIZE: usize = (3 << 20) + 100;
 
+/// A block of SIZE bytes with room for twice that, resized in place to
+/// `to` bytes and written to its new end.
+fn resized(to: usize) -> *mut u8 {
+    let b = huge::alloc_with_room(SIZE, 2 * SIZE, 16).unwrap().block;
+    // SAFETY: live, ours.
+    assert!(unsafe { huge::resize(b, to) }, "resized in place");
+    // SAFETY: the block now has `to` bytes.
+    unsafe { b.ptr().add(to - 1).write(1) };
+    b.ptr()
+}
+
 fn probe(name: &str) {
+    if let Some(to) = name
+        .strip_prefix("resized-")
+        .and_then(|n| n.split('-').next())
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        let b = resized(to);
+        println!("block ok");
+        // SAFETY: each is deliberately out of the resized block.
+        unsafe {
+            if name.ends_with("-past-the-end-by-1") {
+                b.add(to).write(1);
+                let _ = huge::free(huge_ref(b));
+            } else if name.ends_with("-past-its-last-page") {
+                b.add(to + 4096).write(1);
+            }
+        }
+        println!("survived");
+        return;
+    }
     let b = huge::alloc(SIZE, 16).unwrap().block.ptr();
     // SAFETY: the whole block is ours.
     unsafe {
@@ -130,4 +161,50 @@ fn a_freed_mapping_is_not_reused_until_it_leaves_the_quarantine() {
     // SAFETY: live, freed once.
     unsafe { huge::free(again) }.unwrap();
     huge::release_cached();
+}
+
+const GROWN: usize = SIZE + 10_000;
+const SHRUNK: usize = SIZE - 10_000;
+
+#[test]
+fn a_block_with_room_resizes_in_place_keeping_its_bytes() {
+    let b = huge::alloc_with_room(SIZE, 2 * SIZE, 16).unwrap().block;
+    let p = b.ptr();
+    // SAFETY: the block's bytes are ours.
+    unsafe { p.write_bytes(0x5a, SIZE) };
+    for to in [GROWN, SHRUNK, 2 * SIZE, SIZE] {
+        // SAFETY: live, ours.
+        assert!(unsafe { huge::resize(b, to) }, "to {to}");
+        assert_eq!(b.usable_size(), to);
+        // SAFETY: the first SHRUNK bytes were kept; the block has `to`.
+        unsafe {
+            assert_eq!(p.read(), 0x5a);
+            assert_eq!(p.add(SHRUNK - 1).read(), 0x5a);
+            p.add(to - 1).write(0x5a);
+        }
+    }
+    // SAFETY: live, ours.
+    let past_its_room = unsafe { huge::resize(b, 2 * SIZE + 4096) };
+    assert!(!past_its_room, "past its room");
+    // SAFETY: live, ours.
+    let wasting_over_half = unsafe { huge::resize(b, SIZE / 3) };
+    assert!(!wasting_over_half, "wasting over half");
+    // SAFETY: live, freed once: its slack checks out.
+    unsafe { huge::free(b) }.unwrap();
+    huge::release_cached();
+}
+
+#[test]
+fn a_resized_block_still_ends_at_its_guard() {
+    for to in [GROWN, SHRUNK] {
+        let past_page = format!("resized-{to}-past-its-last-page");
+        assert_eq!(stopped(&past_page).0, Some(libc::SIGSEGV), "{past_page}");
+        let by_one = format!("resized-{to}-past-the-end-by-1");
+        let (signal, stderr) = stopped(&by_one);
+        assert_eq!(signal, Some(libc::SIGABRT), "{by_one}");
+        assert!(
+            stderr.contains("the slack of a huge block was overwritten"),
+            "{by_one}: {stderr}"
+        );
+    }
 }

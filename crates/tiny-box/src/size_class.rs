@@ -3,7 +3,7 @@
 //! Classes: 8 B (which no request gets: every block has room for its link
 //! and its free mark, see `free_mark`; the layers below the facade still
 //! serve it), then multiples of 16 up to 128 B, then eight classes per
-//! doubling up to [`SMALL_MAX`] (16 KiB). Every class of 16 B or more is a
+//! doubling up to [`SMALL_MAX`] (16 KiB; hardened builds add 18 KiB). Every class of 16 B or more is a
 //! multiple of 16, so its blocks (which start at multiples of the class
 //! size from a 64 KiB-aligned slab) are 16-byte aligned. Above 128 B a
 //! request never wastes more than 1/9 (about 11%) of its block to rounding;
@@ -12,10 +12,18 @@
 
 use hakmem_superslab::SLAB_SIZE;
 
-/// The largest request served by size classes.
-pub const SMALL_MAX: usize = 16 << 10;
+/// The largest request served by size classes: 16 KiB, and in hardened
+/// builds one class more, 18 KiB. Those keep the last 8 bytes of every
+/// block for its slack canary, so without it a request of exactly 16 KiB
+/// (a common buffer size) would be a guarded mapping of its own, two
+/// system calls a malloc/free pair.
+pub const SMALL_MAX: usize = if cfg!(feature = "secure") {
+    18 << 10
+} else {
+    16 << 10
+};
 /// Number of size classes.
-pub const NUM_CLASSES: usize = 9 + 7 * 8;
+pub const NUM_CLASSES: usize = 9 + 7 * 8 + cfg!(feature = "secure") as usize;
 
 /// Block size of each class.
 pub const CLASS_SIZES: [u32; NUM_CLASSES] = {
@@ -26,14 +34,11 @@ pub const CLASS_SIZES: [u32; NUM_CLASSES] = {
         t[i] = 16 * i as u32;
         i += 1;
     }
-    let mut g = 0;
-    while g < 7 {
-        let mut j = 0;
-        while j < 8 {
-            t[9 + g * 8 + j] = (128u32 << g) + (j as u32 + 1) * (16u32 << g);
-            j += 1;
-        }
-        g += 1;
+    let mut c = 9;
+    while c < NUM_CLASSES {
+        let (g, j) = ((c - 9) / 8, (c - 9) % 8);
+        t[c] = (128u32 << g) + (j as u32 + 1) * (16u32 << g);
+        c += 1;
     }
     t
 };
@@ -223,7 +228,14 @@ mod tests {
                     assert!(class_size(c) >= size);
                     assert_eq!(class_size(c) % align.max(8), 0, "size {size} align {align}");
                 } else {
-                    assert!(size.max(align) > SMALL_MAX || align > 4096);
+                    // No class at least this big is a multiple of align.
+                    let need = size.max(align);
+                    assert!(
+                        CLASS_SIZES
+                            .iter()
+                            .all(|&c| (c as usize) < need || !(c as usize).is_multiple_of(align)),
+                        "size {size} align {align}"
+                    );
                 }
             }
             align *= 2;

@@ -271,11 +271,12 @@ fn remote_frees_are_counted_even_from_threads_without_a_heap() {
 #[test]
 fn slab_counts_by_class_follow_a_known_workload() {
     let _g = serial();
-    let class = hakmem_tiny_box::NUM_CLASSES - 1; // 16 KiB: four to a slab
+    let class = hakmem_tiny_box::NUM_CLASSES - 1; // the largest class
+    let per_slab = SLAB_SIZE / class_size(class); // 16 KiB: four
     let before = common::settled_held::<LegacyBackend>();
     let by_class = hakmem_tiny_box::stats().slabs_by_class[class];
-    let blocks: Vec<Blk> = (0..40)
-        .map(|i| alloc_blk::<LegacyBackend>(class, i))
+    let blocks: Vec<Blk> = (0..10 * per_slab)
+        .map(|i| alloc_blk::<LegacyBackend>(class, i as u64))
         .collect();
     let s = hakmem_tiny_box::stats();
     assert_eq!(s.slabs_by_class[class] - by_class, 10);
