@@ -946,6 +946,28 @@ pub fn outgoing_counts() -> [u32; NUM_CLASSES] {
     })
 }
 
+/// Blocks the calling thread's cache holds, per class: on its free list
+/// and on its outgoing list. Unlike [`cached_counts`], it never sets the
+/// thread up (a thread not set up yet, or past its exit, holds none), so
+/// a statistics call from a thread that never allocated leaves nothing
+/// behind.
+pub fn held_counts() -> [u32; NUM_CLASSES] {
+    let c = hot_cache();
+    core::array::from_fn(|class| {
+        // SAFETY: this thread's cache, or a shared one that is never
+        // written (UNSET, EXITED): plain reads through raw places.
+        let (listed, outgoing) = unsafe {
+            (
+                (*c).lists[class]
+                    .entered
+                    .wrapping_sub((*c).lists[class].hits as u32),
+                (*c).outgoing[class].count,
+            )
+        };
+        listed.wrapping_add(outgoing)
+    })
+}
+
 extern "C" fn on_thread_exit(_: *mut libc::c_void) {
     flush(true);
     for (class, k) in thread_stats().iter().enumerate() {

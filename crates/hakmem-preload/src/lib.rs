@@ -28,9 +28,13 @@
 //! - `cxx`: C++ `operator new` / `operator delete`, every variant (their
 //!   Itanium ABI names; the throwing `new`s are naked functions, so that
 //!   the new-handler and `std::bad_alloc` never unwind through Rust).
+//! - `glibc_ext`: glibc's `<malloc.h>` extensions (`mallinfo2`,
+//!   `mallinfo`, `malloc_stats`, `malloc_info`, `mallopt`) with hakmem's
+//!   figures, written through the C library's stdio from stack buffers.
 //!
 //! ## May call
-//! The facade (`hakmem`) and `libc`; `cxx` also calls libstdc++'s
+//! The facade (`hakmem`) and `libc` (`glibc_ext`: its stdio, `fputs`
+//! and `flockfile`); `cxx` also calls libstdc++'s
 //! `std::get_new_handler` and `std::__throw_bad_alloc` through weak
 //! references.
 
@@ -43,6 +47,7 @@ use core::ptr;
 use libc::{c_int, size_t};
 
 mod cxx;
+mod glibc_ext;
 
 fn set_errno(e: c_int) {
     // SAFETY: __errno_location returns this thread's errno slot.

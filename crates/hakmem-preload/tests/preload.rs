@@ -866,3 +866,300 @@ fn catalogue_table() {
         }
     }
 }
+
+/// Named figures of a program's output.
+type Figures = Vec<(String, usize)>;
+
+/// The `name=value` numbers of the first line of `text` that starts
+/// with `prefix`.
+fn numbers_after(text: &str, prefix: &str) -> Figures {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line `{prefix}` in {text}"));
+    line.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.parse().unwrap()))
+        .collect()
+}
+
+fn field(fields: &[(String, usize)], name: &str) -> usize {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .unwrap_or_else(|| panic!("no {name} in {fields:?}"))
+        .1
+}
+
+/// One element of `malloc_info`'s XML, one a line: its name, whether it
+/// closes (`</name>`) or is empty (`<name .../>`), its attributes.
+struct Tag {
+    name: String,
+    closing: bool,
+    empty: bool,
+    attrs: Vec<(String, String)>,
+}
+
+impl Tag {
+    fn parse(line: &str) -> Tag {
+        let inner = line
+            .trim()
+            .strip_prefix('<')
+            .and_then(|l| l.strip_suffix('>'))
+            .unwrap_or_else(|| panic!("not a tag: {line:?}"));
+        let (closing, inner) = match inner.strip_prefix('/') {
+            Some(rest) => (true, rest),
+            None => (false, inner),
+        };
+        let (empty, inner) = match inner.strip_suffix('/') {
+            Some(rest) => (true, rest),
+            None => (false, inner),
+        };
+        let (name, mut rest) = inner.split_once(' ').unwrap_or((inner, ""));
+        assert!(
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase()),
+            "tag name in {line:?}"
+        );
+        let mut attrs = Vec::new();
+        while !rest.is_empty() {
+            let (key, after) = rest
+                .split_once("=\"")
+                .unwrap_or_else(|| panic!("attribute in {line:?}"));
+            let (value, after) = after
+                .split_once('"')
+                .unwrap_or_else(|| panic!("attribute value in {line:?}"));
+            attrs.push((key.trim().to_owned(), value.to_owned()));
+            rest = after.trim_start();
+        }
+        assert!(!(closing && (empty || !attrs.is_empty())), "{line:?}");
+        Tag {
+            name: name.to_owned(),
+            closing,
+            empty,
+            attrs,
+        }
+    }
+
+    fn attr(&self, key: &str) -> &str {
+        &self
+            .attrs
+            .iter()
+            .find(|(k, _)| k == key)
+            .unwrap_or_else(|| panic!("<{}> has no {key}", self.name))
+            .1
+    }
+
+    fn num(&self, key: &str) -> usize {
+        self.attr(key).parse().unwrap_or_else(|_| {
+            panic!("<{}> {key}={:?} is not a number", self.name, self.attr(key))
+        })
+    }
+}
+
+/// Checks `malloc_info`'s document in glibc's shape: `<malloc
+/// version="1">` holding one `<heap nr="0">` (`<sizes>` of `<size>`s, the
+/// fast and rest totals, system and aspace sizes), then the totals with
+/// `mmap`'s, every tag balanced and every figure a number; the sizes add
+/// up to the heap's fast and rest totals. Returns the mmap total's count.
+fn check_malloc_info(xml: &str) -> usize {
+    let mut stack: Vec<String> = Vec::new();
+    let mut path_seen: Vec<String> = Vec::new();
+    let (mut sizes_count, mut sizes_total) = (0, 0);
+    let (mut heap_count, mut heap_total) = (0, 0);
+    let mut mmap_count = None;
+    for line in xml.lines() {
+        let tag = Tag::parse(line);
+        if tag.closing {
+            assert_eq!(stack.pop().as_deref(), Some(tag.name.as_str()), "{line}");
+            continue;
+        }
+        let path = format!("{}/{}", stack.join("/"), tag.name);
+        match path.as_str() {
+            "/malloc" => assert_eq!(tag.attr("version"), "1"),
+            "malloc/heap" => assert_eq!(tag.attr("nr"), "0"),
+            "malloc/heap/sizes" => {}
+            "malloc/heap/sizes/size" => {
+                assert!(tag.num("from") <= tag.num("to"), "{line}");
+                assert!(tag.num("count") > 0, "{line}");
+                assert!(
+                    tag.num("total") >= tag.num("count") * tag.num("from")
+                        && tag.num("total") <= tag.num("count") * tag.num("to"),
+                    "{line}"
+                );
+                sizes_count += tag.num("count");
+                sizes_total += tag.num("total");
+            }
+            "malloc/heap/total" | "malloc/total" => {
+                let kind = tag.attr("type");
+                let (count, size) = (tag.num("count"), tag.num("size"));
+                if path == "malloc/heap/total" {
+                    assert!(kind == "fast" || kind == "rest", "{line}");
+                    heap_count += count;
+                    heap_total += size;
+                } else if kind == "mmap" {
+                    mmap_count = Some(count);
+                } else {
+                    assert!(kind == "fast" || kind == "rest", "{line}");
+                }
+            }
+            "malloc/heap/system" | "malloc/system" => {
+                let kind = tag.attr("type");
+                assert!(kind == "current" || kind == "max", "{line}");
+                tag.num("size");
+            }
+            "malloc/heap/aspace" | "malloc/aspace" => {
+                let kind = tag.attr("type");
+                assert!(kind == "total" || kind == "mprotect", "{line}");
+                tag.num("size");
+            }
+            other => panic!("unexpected element {other} in malloc_info: {line}"),
+        }
+        path_seen.push(path);
+        if !tag.empty {
+            stack.push(tag.name);
+        }
+    }
+    assert!(stack.is_empty(), "unclosed {stack:?}");
+    for want in [
+        "/malloc",
+        "malloc/heap",
+        "malloc/heap/sizes",
+        "malloc/heap/total",
+        "malloc/heap/system",
+        "malloc/heap/aspace",
+        "malloc/total",
+        "malloc/system",
+        "malloc/aspace",
+    ] {
+        assert!(path_seen.iter().any(|p| p == want), "no {want} in {xml}");
+    }
+    assert_eq!(path_seen[0], "/malloc", "{xml}");
+    assert_eq!(
+        path_seen.iter().filter(|p| *p == "malloc/heap").count(),
+        1,
+        "{xml}"
+    );
+    assert_eq!(
+        (sizes_count, sizes_total),
+        (heap_count, heap_total),
+        "the sizes add up to the fast and rest totals: {xml}"
+    );
+    mmap_count.expect("an mmap total")
+}
+
+/// The `name = value` rows of `malloc_stats`' summary in `stderr`: its
+/// arena's and its total's.
+fn malloc_stats_rows(stderr: &str) -> (Figures, Figures) {
+    let lines: Vec<&str> = stderr.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| *l == "Arena 0:")
+        .unwrap_or_else(|| panic!("no `Arena 0:` in {stderr}"));
+    let row = |l: &str| {
+        let (k, v) = l
+            .split_once(" = ")
+            .unwrap_or_else(|| panic!("not a malloc_stats row: {l:?}"));
+        (k.trim_end().to_owned(), v.trim_start().parse().unwrap())
+    };
+    assert_eq!(lines[at + 3], "Total (incl. mmap):", "{stderr}");
+    let arena = lines[at + 1..at + 3].iter().map(|l| row(l)).collect();
+    let total = lines[at + 4..at + 8].iter().map(|l| row(l)).collect();
+    (arena, total)
+}
+
+/// glibc's `<malloc.h>` extensions: `mallinfo2`, `mallinfo`,
+/// `malloc_stats`, `malloc_info` and `mallopt` against blocks of known
+/// live bytes (`tests/c/mallinfo.c` checks the figures against the blocks;
+/// here `malloc_stats` against `mallinfo2`, and `malloc_info`'s shape),
+/// and `mallopt(M_TRIM_THRESHOLD)` taking effect.
+#[test]
+fn glibc_extension_api() {
+    if !have("cc") {
+        eprintln!("cc not found: skipped");
+        return;
+    }
+    for profile in [Profile::Release, Profile::Dev] {
+        if let Some(defined) = nm(&["-D", "--defined-only"], library_of(profile)) {
+            for name in [
+                "mallinfo2",
+                "mallinfo",
+                "malloc_stats",
+                "malloc_info",
+                "mallopt",
+                "malloc_trim",
+            ] {
+                assert!(
+                    defined.iter().any(|d| d == name),
+                    "{name} is not exported ({profile:?})"
+                );
+            }
+        }
+    }
+    let exe = program(
+        "mallinfo.c",
+        "cc",
+        &["-pthread", "-Wno-deprecated-declarations"],
+    );
+    for profile in [Profile::Release, Profile::Dev] {
+        let what = format!("mallinfo.c ({profile:?})");
+        let mut cmd = Command::new(&exe);
+        cmd.arg("check");
+        if cfg!(feature = "secure") {
+            cmd.arg("secure");
+        }
+        // No decay pass while it runs: the cached huge mappings it counts
+        // stay cached.
+        cmd.env("HAKMEM_PURGE_DELAY_MS", "3600000");
+        let out = run_with(&mut cmd, Some(profile));
+        let stdout = served(&out, &what);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stdout.contains("mallinfo ok"), "{what}: {stdout}\n{stderr}");
+
+        let info = numbers_after(&stdout, "mallinfo2");
+        let (arena, total) = malloc_stats_rows(&stderr);
+        let near = |a: usize, b: usize| a.abs_diff(b) <= 64 << 10;
+        let (system, in_use) = (field(&arena, "system bytes"), field(&arena, "in use bytes"));
+        assert!(near(system, field(&info, "arena")), "{what}: {stderr}");
+        assert!(near(in_use, field(&info, "uordblks")), "{what}: {stderr}");
+        let hblkhd = field(&info, "hblkhd");
+        assert_eq!(field(&total, "system bytes"), system + hblkhd, "{what}");
+        assert_eq!(field(&total, "in use bytes"), in_use + hblkhd, "{what}");
+        assert!(
+            field(&total, "max mmap regions") >= field(&info, "hblks"),
+            "{what}"
+        );
+        assert!(field(&total, "max mmap bytes") >= hblkhd, "{what}");
+
+        let xml = stdout
+            .split_once("--- xml\n")
+            .and_then(|(_, rest)| rest.split_once("--- end\n"))
+            .unwrap_or_else(|| panic!("{what}: no XML in {stdout}"))
+            .0;
+        assert_eq!(check_malloc_info(xml), field(&info, "hblks"), "{what}");
+    }
+    // mallopt(M_TRIM_THRESHOLD, 0): every slab given back is purged at
+    // once; without it (and no decay pass due), none is.
+    for profile in [Profile::Release, Profile::Dev] {
+        let mut purged = [0; 2];
+        for (i, mode) in ["off", "on"].into_iter().enumerate() {
+            let what = format!("mallinfo.c trim-threshold {mode} ({profile:?})");
+            let mut cmd = Command::new(&exe);
+            cmd.args(["trim-threshold", mode])
+                .env("HAKMEM_PURGE_DELAY_MS", "3600000");
+            let out = run_with(&mut cmd, Some(profile));
+            let stdout = served(&out, &what);
+            assert!(stdout.contains("trim-threshold ok"), "{what}: {stdout}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            purged[i] = field(
+                &numbers_after(&stderr, "hakmem: stats: slabs_purged="),
+                "slabs_purged",
+            );
+        }
+        assert_eq!(purged[0], 0, "{profile:?}: purged without mallopt");
+        assert!(
+            purged[1] >= 16,
+            "{profile:?}: {} slabs purged with M_TRIM_THRESHOLD 0",
+            purged[1]
+        );
+    }
+}

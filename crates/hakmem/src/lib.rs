@@ -56,6 +56,7 @@ pub use hakmem_tiny_box::SMALL_MAX;
 pub use large::LARGE_MAX;
 pub use report::InvalidFree;
 pub use stats::{fast_cache_stats, stats, FastClassStats, Stats};
+pub use stats::{memory_usage, MemoryUsage};
 
 /// The alignment every block of 16 bytes or more has, as C's `malloc`
 /// promises (`alignof(max_align_t)`).

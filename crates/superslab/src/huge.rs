@@ -189,19 +189,19 @@ pub fn alloc_with_room(size: usize, room: usize, align: usize) -> Result<HugeGra
     if cacheable {
         if let Some(base) = cache_take(len) {
             stats::add(&COUNTERS.huge_cache_hits, 1);
-            stats::add(&COUNTERS.huge_in_use, 1);
             let h = base.cast::<HugeHeader>();
             // SAFETY: the cached mapping is ours, its header intact; taken
             // out of the cache, nobody else can reach it until it is live.
             let offset = unsafe {
                 let map_len = (*h).map_len;
+                stats::huge_taken(map_len);
                 #[cfg(feature = "secure")]
                 let offset = match guarded::reuse(base, map_len, size, room) {
                     Some(offset) => offset,
                     None => {
                         // Not reusable after all: unmapped, and a fresh
                         // mapping below.
-                        stats::sub(&COUNTERS.huge_in_use, 1);
+                        stats::huge_given_back(map_len);
                         unmap(base, map_len);
                         return alloc_with_room(size, room, align);
                     }
@@ -268,7 +268,7 @@ pub fn alloc_with_room(size: usize, room: usize, align: usize) -> Result<HugeGra
     }
     stats::add_mapped(len);
     stats::add(&COUNTERS.huge_mapped, 1);
-    stats::add(&COUNTERS.huge_in_use, 1);
+    stats::huge_taken(len);
     // SAFETY: offset < len, inside the mapping.
     let p = unsafe { base.as_ptr().add(offset) };
     // SAFETY: non-null: inside a mapping.
@@ -341,7 +341,7 @@ pub unsafe fn free(block: HugeRef) -> Result<(), AlreadyFreed> {
     }
     // SAFETY: as above.
     let (len, offset) = unsafe { ((*h).map_len, (*h).offset) };
-    stats::sub(&COUNTERS.huge_in_use, 1);
+    stats::huge_given_back(len);
     #[cfg(feature = "secure")]
     // SAFETY: the mapping is ours since the claim above.
     let Some((h, len)) = (unsafe { guarded::retire(h, len, offset) }) else {
@@ -409,6 +409,41 @@ fn unmap(base: *mut u8, len: usize) {
     registry::set(base as usize, ChunkKind::Foreign);
     os::unmap(base, len);
     stats::sub(&COUNTERS.mapped_bytes, len);
+}
+
+/// The freed mappings this layer still holds: cached for reuse and (in
+/// hardened builds) quarantined. Read under the cache's lock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CachedMappings {
+    /// How many.
+    pub count: usize,
+    /// Their bytes, whole mappings.
+    pub bytes: usize,
+    /// The shortest one's length (0 when there is none).
+    pub smallest: usize,
+    /// The longest one's length (0 when there is none).
+    pub largest: usize,
+}
+
+/// Counts the freed mappings held now (see [`CachedMappings`]); what
+/// [`release_cached`] would give back.
+pub fn cached_mappings() -> CachedMappings {
+    with_cache(|c| {
+        let mut out = CachedMappings::default();
+        for &(base, len) in c.slots.iter().chain(c.quarantine.iter()) {
+            if base != 0 {
+                out.smallest = if out.count == 0 {
+                    len
+                } else {
+                    out.smallest.min(len)
+                };
+                out.largest = out.largest.max(len);
+                out.count += 1;
+                out.bytes += len;
+            }
+        }
+        out
+    })
 }
 
 /// Gives every cached (and quarantined) huge mapping back to the OS.

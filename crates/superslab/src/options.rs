@@ -11,7 +11,7 @@
 
 use core::cell::UnsafeCell;
 use core::ffi::CStr;
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use crate::text::Line;
 
@@ -109,6 +109,31 @@ pub fn get() -> &'static Options {
     }
     // SAFETY: state is READ: the value is written and never changes again.
     unsafe { &*SLOT.value.get() }
+}
+
+/// What [`PURGE_THRESHOLD_NOW`] holds while nothing was set at run time.
+const NOT_SET: usize = usize::MAX;
+
+/// `purge_threshold_bytes` as set at run time ([`set_purge_threshold_bytes`],
+/// glibc's `mallopt(M_TRIM_THRESHOLD)` under libhakmem.so), or [`NOT_SET`].
+static PURGE_THRESHOLD_NOW: AtomicUsize = AtomicUsize::new(NOT_SET);
+
+/// The most bytes of free slabs kept resident now: the value set at run
+/// time, else `HAKMEM_PURGE_THRESHOLD`'s. Read on the pool's slow path (a
+/// slab or run given back), never per block.
+#[inline]
+pub fn purge_threshold_bytes() -> usize {
+    match PURGE_THRESHOLD_NOW.load(Ordering::Relaxed) {
+        NOT_SET => get().purge_threshold_bytes,
+        bytes => bytes,
+    }
+}
+
+/// Sets the purge threshold at run time, over the environment's: from the
+/// next slab or run given back on, free slabs beyond `bytes` are purged at
+/// once. `usize::MAX` (what glibc's `mallopt` makes of -1) means never.
+pub fn set_purge_threshold_bytes(bytes: usize) {
+    PURGE_THRESHOLD_NOW.store(bytes.min(NOT_SET - 1), Ordering::Relaxed);
 }
 
 #[cold]

@@ -46,7 +46,7 @@ fn burst_limit(st: &PoolState) -> usize {
 
 /// Free resident slabs allowed before freed slabs are purged.
 fn dirty_slab_limit() -> usize {
-    crate::options::get().purge_threshold_bytes / SLAB_SIZE
+    crate::options::purge_threshold_bytes() / SLAB_SIZE
 }
 
 /// Free-but-dirty slabs allowed across all regions at any moment; a slab
@@ -354,6 +354,7 @@ unsafe fn take(
         }
         slab.set_state(SlabState::RUN_HEAD);
         stats::add(&COUNTERS.runs_in_use, 1);
+        stats::add(&COUNTERS.run_slabs_in_use, n);
     }
     // SAFETY: lock held, r live.
     unsafe { relist(st, r) };
@@ -391,6 +392,7 @@ pub unsafe fn grow_run(slab: SlabRef, n: usize) -> bool {
             unsafe { SlabRef::from_parts(r, start + i) }.set_state(SlabState::RUN_TAIL);
         }
         slab.set_run_len(n);
+        stats::add(&COUNTERS.run_slabs_in_use, n - old);
         // SAFETY: lock held, r live.
         unsafe { relist(st, r) };
         true
@@ -447,6 +449,7 @@ unsafe fn release_run(slab: SlabRef, was_slab: bool) {
             stats::sub(&COUNTERS.slabs_in_use, 1);
         } else {
             stats::sub(&COUNTERS.runs_in_use, 1);
+            stats::sub(&COUNTERS.run_slabs_in_use, n);
         }
         if !purge {
             st.dirty_free_slabs += n;

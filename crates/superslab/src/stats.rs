@@ -39,10 +39,19 @@ counters! {
     slabs_in_use,
     /// Large runs (several contiguous slabs) handed out and not given back.
     runs_in_use,
+    /// Slabs in those runs (each run's length, as grown in place).
+    run_slabs_in_use,
     /// Slabs made non-resident with `MADV_DONTNEED` since start.
     slabs_purged,
     /// Huge blocks handed out and not yet freed.
     huge_in_use,
+    /// Bytes of those blocks' mappings (whole mappings: header page and
+    /// slack included).
+    huge_bytes_in_use,
+    /// The most huge blocks live at once.
+    peak_huge_in_use,
+    /// The highest `huge_bytes_in_use` has been.
+    peak_huge_bytes,
     /// Huge blocks mapped since start (cache hits not included).
     huge_mapped,
     /// Huge blocks served from the huge cache since start.
@@ -60,6 +69,22 @@ pub(crate) fn add(c: &AtomicUsize, n: usize) {
 
 pub(crate) fn sub(c: &AtomicUsize, n: usize) {
     c.fetch_sub(n, Ordering::Relaxed);
+}
+
+/// A huge block of a `len`-byte mapping handed out (fresh or cached).
+pub(crate) fn huge_taken(len: usize) {
+    let blocks = COUNTERS.huge_in_use.fetch_add(1, Ordering::Relaxed) + 1;
+    COUNTERS
+        .peak_huge_in_use
+        .fetch_max(blocks, Ordering::Relaxed);
+    let bytes = COUNTERS.huge_bytes_in_use.fetch_add(len, Ordering::Relaxed) + len;
+    COUNTERS.peak_huge_bytes.fetch_max(bytes, Ordering::Relaxed);
+}
+
+/// A huge block of a `len`-byte mapping freed (or not handed out after all).
+pub(crate) fn huge_given_back(len: usize) {
+    sub(&COUNTERS.huge_in_use, 1);
+    sub(&COUNTERS.huge_bytes_in_use, len);
 }
 
 pub(crate) fn add_mapped(n: usize) {

@@ -188,6 +188,31 @@ impl SmallBackend for BoxBackend {
         sweep_abandoned();
     }
 
+    fn free_blocks_in_reach() -> [usize; NUM_CLASSES] {
+        let mut free = [0usize; NUM_CLASSES];
+        let heap = current_heap();
+        if !heap.is_null() {
+            for (class, n) in free.iter_mut().enumerate() {
+                // SAFETY: our own heap's list heads.
+                let heads = unsafe { [(*heap).partial[class].head, (*heap).full[class].head] };
+                for s in heads {
+                    // SAFETY: slabs on our own lists: we are their holder.
+                    *n += unsafe { free_in_chain(s) };
+                }
+            }
+        }
+        ABANDONED.lock.with(|| {
+            // SAFETY: lock held: the abandoned lists and their slabs, whose
+            // holder the list is while they are on it.
+            let heads = unsafe { &*ABANDONED.heads.get() };
+            for (n, &s) in free.iter_mut().zip(heads.iter()) {
+                // SAFETY: as above.
+                *n += unsafe { free_in_chain(s) };
+            }
+        });
+        free
+    }
+
     fn prefork() {
         ABANDONED.lock.lock();
         HEAP_POOL.lock.lock();
@@ -267,6 +292,23 @@ unsafe fn repair_after_fork(heap: *mut Heap) {
             }
         }
     }
+}
+
+/// Free blocks (capacity less `used`) of the slabs linked through `next`
+/// from `s`.
+///
+/// # Safety
+/// The caller is the holder of every slab on the chain (the owner of the
+/// heap whose list it is, or the holder of the abandoned lists' lock).
+unsafe fn free_in_chain(mut s: *mut SlabMeta) -> usize {
+    let mut free = 0;
+    while !s.is_null() {
+        // SAFETY: the caller's contract: a slab we hold.
+        let m = unsafe { &*s };
+        free += (m.capacity - m.used.get()) as usize;
+        s = m.next.get();
+    }
+    free
 }
 
 /// Counts remote frees of the calling thread; a thread without a heap gets

@@ -148,6 +148,23 @@ impl SmallBackend for LegacyBackend {
         }
     }
 
+    fn free_blocks_in_reach() -> [usize; NUM_CLASSES] {
+        // Full slabs are on no list and have no free block.
+        core::array::from_fn(|class| {
+            with_class(class, |q| {
+                let mut free = 0;
+                let mut s = q.head;
+                while !s.is_null() {
+                    // SAFETY: on the class's list, guarded by the held lock.
+                    let m = unsafe { &*s };
+                    free += (m.capacity - m.used.get()) as usize;
+                    s = m.next.get();
+                }
+                free
+            })
+        })
+    }
+
     fn prefork() {
         for c in &CLASSES {
             c.lock.lock();

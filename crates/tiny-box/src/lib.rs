@@ -150,6 +150,15 @@ pub trait SmallBackend {
     /// thread's and the abandoned ones (the `malloc_trim` of this layer).
     fn trim();
 
+    /// Free blocks per class (capacity less `used`) in the slabs whose
+    /// counts the calling thread may read without racing their holder: the
+    /// box backend's calling thread's own slabs and the abandoned ones
+    /// (under their lock); every slab of the legacy backend (under each
+    /// class lock). Other live threads' slabs are not counted. Blocks
+    /// freed onto a slab's remote list count as out until they are
+    /// collected. For statistics: walks slabs, cold.
+    fn free_blocks_in_reach() -> [usize; NUM_CLASSES];
+
     /// Takes this backend's locks before `fork`.
     fn prefork();
     /// Releases them in the parent after `fork`.
