@@ -106,6 +106,14 @@ impl SmallBackend for BoxBackend {
     }
 
     #[inline(always)]
+    unsafe fn free_own(p: *mut u8, owner: *const u8) {
+        // SAFETY: the caller's contract: `owner` is the calling thread's
+        // token, which is its heap (`owner_id`), and `p`'s slab is that
+        // heap's: what `free` finds before it frees locally.
+        unsafe { free_local(owner.cast_mut().cast(), SlabMeta::of(p), p.cast()) }
+    }
+
+    #[inline(always)]
     unsafe fn owner_of(p: *const u8) -> *const u8 {
         // SAFETY: the caller's contract: a block of this backend, out.
         unsafe { &*SlabMeta::of(p) }

@@ -97,6 +97,20 @@ pub trait SmallBackend {
     /// used again.
     unsafe fn free(p: *mut u8);
 
+    /// [`Self::free`] of a block whose slab the caller found to be the
+    /// calling thread's own: `owner` is [`Self::owner_of`] `p`, non-null,
+    /// and the calling thread's [`Self::owner_token`]. A backend with
+    /// owners frees it locally without looking either up again.
+    ///
+    /// # Safety
+    /// As for [`Self::free`], and `owner` is as above.
+    #[inline(always)]
+    unsafe fn free_own(p: *mut u8, owner: *const u8) {
+        let _ = owner;
+        // SAFETY: the caller's contract.
+        unsafe { Self::free(p) }
+    }
+
     /// The owner token of the slab holding `p`: the token of the live
     /// thread that allocates from it, or null when no live thread does (an
     /// abandoned slab, or a backend without owners). A block whose slab
