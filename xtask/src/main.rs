@@ -8,6 +8,10 @@
 //! - `cargo xtask bench`: the benchmark suite (see `bench/`): the Rust
 //!   workloads built per allocator, and the C and C++ workloads of
 //!   `benches/c` run under `LD_PRELOAD` (`--workload c`).
+//! - `cargo xtask install --prefix DIR`: libhakmem.so, libhakmem.a,
+//!   `include/hakmem.h` and `hakmem.pc` for C programs (see `install.rs`).
+//! - `cargo xtask heap-profile FILE [--base EARLIER]`: reads a heap profile
+//!   of `HAKMEM_PROF=1` (see `heap_profile.rs`, docs/PROFILING.md).
 //! - `cargo xtask soak`: the long thread-churn soak (see `reliability.rs`).
 //! - `cargo xtask sanitize`: the threaded tests under ASan and TSan
 //!   (nightly toolchain with `rust-src`).
@@ -22,6 +26,8 @@ use std::process::{Command, ExitCode};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod heap_profile;
+mod install;
 mod miri;
 mod package;
 mod reliability;
@@ -44,6 +50,13 @@ enum Task {
     /// Build the workload suite once per allocator (Rust set) or under each
     /// allocator's preloaded library (C set, `--workload c`) and compare.
     Bench(bench::BenchArgs),
+    /// Build the release libraries and install libhakmem.so, libhakmem.a,
+    /// include/hakmem.h and lib/pkgconfig/hakmem.pc under a prefix.
+    Install(install::InstallArgs),
+    /// Read a heap profile (`HAKMEM_PROF=1`): top sites by live bytes,
+    /// folded stacks and SVG flame graphs; `--base` for what grew since an
+    /// earlier one (docs/PROFILING.md).
+    HeapProfile(heap_profile::HeapProfileArgs),
     /// Run the long thread-churn soak (RSS flat over the run).
     Soak(reliability::SoakArgs),
     /// Run the threaded tests under AddressSanitizer and ThreadSanitizer.
@@ -62,6 +75,8 @@ fn main() -> ExitCode {
     let ok = match cli.task {
         Task::Test(args) => test::run(&args),
         Task::Bench(args) => bench::run(&args),
+        Task::Install(args) => install::run(&args),
+        Task::HeapProfile(args) => heap_profile::run(&args),
         Task::Soak(args) => reliability::soak(&args),
         Task::Sanitize => reliability::sanitize(),
         Task::Miri => miri::miri(),

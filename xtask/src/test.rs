@@ -1,7 +1,9 @@
 //! `cargo xtask test`: the whole test suite, in every toggle combination,
-//! plus the hardened (`secure`) build, lint checks, the packaging of the
-//! crates to publish, and a smoke run of the C workloads of `cargo xtask
-//! bench` under libhakmem.so and of its Rust workloads with hakmem.
+//! plus the hardened (`secure`) build, the `override` feature (C code in a
+//! Rust binary), lint checks, the packaging of the crates to publish,
+//! `cargo xtask install` and a C program linked against what it installs,
+//! and a smoke run of the C workloads of `cargo xtask bench` under
+//! libhakmem.so and of its Rust workloads with hakmem.
 
 use std::process::Command;
 
@@ -33,9 +35,15 @@ pub fn run(args: &TestArgs) -> bool {
             failed.push(title);
         }
     };
+    // Without the override test's package: its `hakmem/override` would be
+    // unified into every test binary of the build (see below).
     step(
         "workspace tests, default features (hakmem+box-refactor+fast-path)".into(),
-        cargo().args(["test", "--workspace"]),
+        cargo().args(["test", "--workspace", "--exclude", "hakmem-override-test"]),
+    );
+    step(
+        "override feature: C and C++ code in a Rust binary allocate from hakmem".into(),
+        cargo().args(["test", "-p", "hakmem-override-test"]),
     );
     for (name, features) in &COMBINATIONS[1..] {
         let mut feats: Vec<String> = features
@@ -88,10 +96,7 @@ pub fn run(args: &TestArgs) -> bool {
                 "loom",
             ])
             .env("RUSTFLAGS", "--cfg loom")
-            .env(
-                "CARGO_TARGET_DIR",
-                crate::workspace_root().join("target/loom"),
-            ),
+            .env("CARGO_TARGET_DIR", loom_target_dir()),
     );
     if !args.no_lint {
         step(
@@ -117,7 +122,7 @@ pub fn run(args: &TestArgs) -> bool {
                 "hakmem-superslab",
                 "--all-targets",
                 "--no-default-features",
-                "--features=hakmem/secure",
+                "--features=hakmem/secure,hakmem/override",
                 "--",
                 "-D",
                 "warnings",
@@ -139,6 +144,12 @@ pub fn run(args: &TestArgs) -> bool {
     if !crate::package::check() {
         failed.push("packaging of the crates to publish".into());
     }
+    // The release libraries, header and hakmem.pc installed, and a C
+    // program built against them statically and shared (see install.rs).
+    eprintln!("\n==> cargo xtask install, and a C program linked with pkg-config's flags");
+    if !crate::install::check() {
+        failed.push("install, and a C program linked against it".into());
+    }
     // After the workspace tests, which built the library it loads.
     eprintln!("\n==> the C workloads of `cargo xtask bench` under libhakmem.so (smoke)");
     if !crate::bench::c_smoke() {
@@ -158,4 +169,13 @@ pub fn run(args: &TestArgs) -> bool {
         }
         false
     }
+}
+
+/// The loom models' own target directory (its `--cfg loom` build would
+/// otherwise rebuild everything the other steps share): `loom` in the
+/// target directory in use, which `CARGO_TARGET_DIR` may move.
+fn loom_target_dir() -> std::path::PathBuf {
+    crate::bench::target_dir()
+        .unwrap_or_else(|_| crate::workspace_root().join("target"))
+        .join("loom")
 }

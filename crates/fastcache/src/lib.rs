@@ -53,7 +53,7 @@ extern crate std;
 
 use core::cell::UnsafeCell;
 use core::ptr;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use hakmem_superslab::thread_key::ThreadExitKey;
 use hakmem_tiny_box::{class_size, Block, Chain, SelectedBackend, SmallBackend, NUM_CLASSES};
@@ -194,6 +194,11 @@ struct Outgoing {
     count: u32,
 }
 
+// `repr(C)`: the lists first and the fields the hit paths read at fixed
+// places, whatever is added at the end (Rust's own field order moved the
+// lists when the profiler's fields came, and the churn loop lost a
+// register to it: 90 -> 92 instructions an operation).
+#[repr(C)]
 struct ThreadCache {
     lists: [FreeList; NUM_CLASSES],
     outgoing: [Outgoing; NUM_CLASSES],
@@ -208,6 +213,20 @@ struct ThreadCache {
     /// tells its own slabs from other threads' without a second
     /// thread-local. Null before the first refill and after the exit.
     owner: *const u8,
+    // What follows serves heap profiling alone (a `Sampler` set; see
+    // `refill_sampled`) and is read on cold paths only.
+    /// True once this thread's bounds are 0 for sampling.
+    sampling: bool,
+    /// Per class, the bytes of allocations left before its next sample
+    /// point; 0 before the first is drawn.
+    until: [usize; NUM_CLASSES],
+    /// Per class, blocks of this thread's (or abandoned) slabs freed while
+    /// sampling: the lists take no frees then, and refills take these
+    /// first.
+    kept: [Outgoing; NUM_CLASSES],
+    /// The most blocks `kept` holds per class (two batches); beyond, a
+    /// free goes straight back to its slab.
+    kept_bound: [u32; NUM_CLASSES],
 }
 
 impl ThreadCache {
@@ -227,7 +246,53 @@ impl ThreadCache {
         counters: [ClassStats::ZERO; NUM_CLASSES],
         phase: Phase::Fresh,
         owner: ptr::null(),
+        sampling: false,
+        until: [0; NUM_CLASSES],
+        kept: [Outgoing {
+            head: ptr::null_mut(),
+            count: 0,
+        }; NUM_CLASSES],
+        kept_bound: [0; NUM_CLASSES],
     };
+}
+
+/// The heap profiler's way into this layer's refill path (hakmem's `prof`
+/// module, docs/PROFILING.md), set with [`set_sampler`].
+///
+/// While a sampler is set, each class of each thread counts down the bytes
+/// of its allocations (block sizes) to its next sample point, drawn by
+/// `interval` (exponentially distributed, so that every allocation of a
+/// class of size *s* is sampled with probability `1 - exp(-s / mean)`,
+/// whatever came before it). The count costs the hit paths nothing: a
+/// refill puts on the list only as many blocks as the allocations that
+/// stay short of the sample point, so the allocation that reaches it
+/// misses and comes here, where `take` serves it. For the pops to be the
+/// only allocations off a list, the lists take no frees while sampling
+/// (their bounds are 0): a thread's own freed blocks wait in `kept`, on the
+/// cold path, for the next refill.
+#[derive(Debug)]
+pub struct Sampler {
+    /// Bytes to a class's next sample point (at least 1).
+    pub interval: fn() -> usize,
+    /// A sampled block of `class`, its allocation recorded; null when none
+    /// could be had (the allocation is then served unsampled).
+    pub take: fn(usize) -> *mut u8,
+}
+
+static SAMPLER: AtomicPtr<Sampler> = AtomicPtr::new(ptr::null_mut());
+
+/// Starts sampling (see [`Sampler`]) for every thread from its next refill
+/// on. Set once, before threads allocate much: it is never unset.
+pub fn set_sampler(s: &'static Sampler) {
+    SAMPLER.store(ptr::from_ref(s).cast_mut(), Ordering::Release);
+}
+
+/// The sampler, if one is set (read on cold paths only).
+#[inline]
+fn sampler() -> Option<&'static Sampler> {
+    let s = SAMPLER.load(Ordering::Acquire);
+    // SAFETY: only `set_sampler` stores, from a `&'static Sampler`.
+    (!s.is_null()).then(|| unsafe { &*s })
 }
 
 // Without initial-exec-tls the cache is the thread-local itself. With it,
@@ -699,15 +764,27 @@ unsafe fn free_full_abandoned(p: *mut u8) {
 #[inline(never)]
 unsafe fn free_past_bound(p: *mut u8, class: usize) {
     // One visit to the cache: the phase, and the count if it is not fresh.
+    // While sampling (bounds 0 on a thread set up), the block is kept for
+    // the next refill while `kept` has room.
     let fresh = with_cache(|c| {
         if c.phase == Phase::Fresh {
-            return true;
+            return Some(true);
+        }
+        if c.sampling && c.kept[class].count < c.kept_bound[class] {
+            let k = &mut c.kept[class];
+            // SAFETY: the caller gives the block up to us.
+            unsafe { push(&mut k.head, p) };
+            k.count += 1;
+            return None;
         }
         let k = &mut c.counters[class];
         k.drains += 1;
         k.drain_blocks += 1;
-        false
+        Some(false)
     });
+    let Some(fresh) = fresh else {
+        return;
+    };
     if fresh {
         start_thread();
         // SAFETY: the caller's contract; the bounds are set now.
@@ -859,15 +936,10 @@ fn refill_and_take(class: usize) -> *mut u8 {
     if phase == Phase::Fresh {
         start_thread();
     }
-    let want = with_cache(|c| {
-        let full = batch_of(class);
-        let want = match c.next_batch[class] as usize {
-            0 => first_batch_of(class),
-            n => n.min(full),
-        };
-        c.next_batch[class] = (2 * want).min(full) as u32;
-        want
-    });
+    if let Some(s) = sampler() {
+        return refill_sampled(class, s);
+    }
+    let want = next_want(class);
     let whole = want * whole_factor(with_cache(|c| c.counters[class].refills));
     let mut chain = SelectedBackend::refill_whole(class, want, whole);
     let token = SelectedBackend::owner_token();
@@ -893,6 +965,129 @@ fn refill_and_take(class: usize) -> *mut u8 {
     first.cast()
 }
 
+/// Blocks the next refill of `class` asks for: the thread's slow start
+/// (see [`first_batch_of`]), doubling up to [`batch_of`].
+fn next_want(class: usize) -> usize {
+    with_cache(|c| {
+        let full = batch_of(class);
+        let want = match c.next_batch[class] as usize {
+            0 => first_batch_of(class),
+            n => n.min(full),
+        };
+        c.next_batch[class] = (2 * want).min(full) as u32;
+        want
+    })
+}
+
+/// [`refill_and_take`] while a [`Sampler`] is set: counts this allocation
+/// against the class's sample point, has the sampler serve it if it
+/// reaches the point, and otherwise refills the list with at most the
+/// blocks of the allocations that stay short of the next one (taken from
+/// `kept` first). Every block on the list is then an allocation to come,
+/// so the countdown is charged for them at once.
+#[cold]
+#[inline(never)]
+fn refill_sampled(class: usize, s: &'static Sampler) -> *mut u8 {
+    if !with_cache(|c| c.sampling) {
+        // Set up before the sampler was: hand the lists back, then take
+        // no more frees on them.
+        flush(false);
+        with_cache(start_sampling);
+    }
+    let size = class_size(class);
+    if with_cache(|c| c.until[class]) == 0 {
+        let first = (s.interval)().max(1);
+        with_cache(|c| c.until[class] = first);
+    }
+    let reaches = with_cache(|c| {
+        c.counters[class].misses += 1;
+        let until = &mut c.until[class];
+        if *until <= size {
+            return true;
+        }
+        *until -= size;
+        false
+    });
+    if reaches {
+        // The next interval starts after this allocation.
+        let next = (s.interval)().max(1);
+        with_cache(|c| c.until[class] = next);
+        let p = (s.take)(class);
+        if !p.is_null() {
+            return p;
+        }
+        // Not sampled after all (the profiler was busy on this thread, or
+        // had no memory): served as any other.
+    }
+    let want = next_want(class);
+    // This block and the list's: short of the sample point, and a batch.
+    let room = with_cache(|c| (c.until[class] - 1) / size);
+    let need = 1 + room.min(want - 1);
+    let (mut chain, tail) = with_cache(|c| take_kept(&mut c.kept[class], need));
+    if chain.len < need {
+        let more = SelectedBackend::refill_whole(class, need - chain.len, need - chain.len);
+        with_cache(|c| {
+            c.owner = SelectedBackend::owner_token();
+            if more.len > 0 {
+                let k = &mut c.counters[class];
+                k.refills += 1;
+                k.refill_blocks += more.len as u64;
+            }
+        });
+        if tail.is_null() {
+            chain = more;
+        } else {
+            // SAFETY: `tail` ends the chain taken from `kept`, ours.
+            unsafe { Block::set_next(tail, more.head) };
+            chain.len += more.len;
+        }
+    }
+    // SAFETY: the chain is ours, freshly handed out.
+    let Some(first) = (unsafe { chain.pop() }) else {
+        return ptr::null_mut();
+    };
+    with_cache(|c| {
+        let list = &mut c.lists[class];
+        debug_assert!(list.head.is_null());
+        list.head = chain.head;
+        list.set_count(chain.len as u32);
+        c.until[class] -= chain.len * size;
+    });
+    first.cast()
+}
+
+/// Makes the cache `c` (of a thread set up, holding no blocks on its
+/// lists) take no frees on its lists: every free of its own blocks then
+/// reaches [`free_past_bound`], which keeps it in `kept`.
+fn start_sampling(c: &mut ThreadCache) {
+    for (class, list) in c.lists.iter_mut().enumerate() {
+        list.bound = 0;
+        c.kept_bound[class] = bound_of(class) as u32;
+    }
+    c.sampling = true;
+}
+
+/// Up to `n` blocks off `kept` as a chain, with its last block (null for
+/// none).
+fn take_kept(kept: &mut Outgoing, n: usize) -> (Chain, *mut Block) {
+    let len = (kept.count as usize).min(n);
+    if len == 0 {
+        return (Chain::new(), ptr::null_mut());
+    }
+    let head = kept.head;
+    let mut tail = head;
+    for _ in 1..len {
+        // SAFETY: `kept` holds at least `len` blocks, all ours.
+        tail = unsafe { Block::next(tail) };
+    }
+    // SAFETY: as above.
+    kept.head = unsafe { Block::next(tail) };
+    kept.count -= len as u32;
+    // SAFETY: `tail` is ours, cut off `kept` now.
+    unsafe { Block::set_next(tail, ptr::null_mut()) };
+    (Chain { head, len }, tail)
+}
+
 /// Takes the whole of `list` as a chain: it already ends in null, so
 /// nothing is walked (at thread exit a walk was a cache miss a block, 9%
 /// of the original's thread-churn shape).
@@ -912,12 +1107,16 @@ fn start_thread() {
     // Our exit key before tiny-box's, so ours runs first at exit.
     init();
     let token = SelectedBackend::owner_token();
+    let sampling = sampler().is_some();
     with_cache(|c| {
         for (class, list) in c.lists.iter_mut().enumerate() {
             list.bound = bound_of(class) as u32;
         }
         c.phase = Phase::Active;
         c.owner = token;
+        if sampling {
+            start_sampling(c);
+        }
     });
     // SAFETY: the destructor ignores its value; any non-null one makes it run.
     unsafe { KEY.arm(core::ptr::dangling_mut::<libc::c_void>()) };
@@ -937,10 +1136,30 @@ fn flush(at_exit: bool) {
         let chain = with_cache(|c| {
             let chain = take_all(&mut c.lists[class]);
             c.counters[class].count_handed_back(chain.len, at_exit);
+            if c.sampling {
+                // The countdown was charged for these blocks' allocations,
+                // which will not happen now.
+                c.until[class] += chain.len * class_size(class);
+            }
             chain
         });
         // SAFETY: cached blocks of this class.
         unsafe { SelectedBackend::drain(chain, class) };
+        let kept = with_cache(|c| {
+            let k = &mut c.kept[class];
+            let chain = Chain {
+                head: k.head,
+                len: k.count as usize,
+            };
+            k.head = ptr::null_mut();
+            k.count = 0;
+            c.counters[class].count_handed_back(chain.len, at_exit);
+            chain
+        });
+        if !kept.is_empty() {
+            // SAFETY: blocks of this class freed to us while sampling.
+            unsafe { SelectedBackend::drain(kept, class) };
+        }
     }
 }
 
@@ -968,12 +1187,13 @@ pub fn class_stats() -> [ClassStats; NUM_CLASSES] {
     out
 }
 
-/// Blocks cached by the calling thread, per class.
+/// Blocks cached by the calling thread, per class (on its lists, and
+/// while heap profiling samples, kept for its next refills).
 pub fn cached_counts() -> [u32; NUM_CLASSES] {
     with_cache(|c| {
         let mut out = [0; NUM_CLASSES];
-        for (o, l) in out.iter_mut().zip(c.lists.iter()) {
-            *o = l.count();
+        for ((o, l), k) in out.iter_mut().zip(c.lists.iter()).zip(c.kept.iter()) {
+            *o = l.count() + k.count;
         }
         out
     })
@@ -1001,15 +1221,16 @@ pub fn held_counts() -> [u32; NUM_CLASSES] {
     core::array::from_fn(|class| {
         // SAFETY: this thread's cache, or a shared one that is never
         // written (UNSET, EXITED): plain reads through raw places.
-        let (listed, outgoing) = unsafe {
+        let (listed, outgoing, kept) = unsafe {
             (
                 (*c).lists[class]
                     .entered
                     .wrapping_sub((*c).lists[class].hits as u32),
                 (*c).outgoing[class].count,
+                (*c).kept[class].count,
             )
         };
-        listed.wrapping_add(outgoing)
+        listed.wrapping_add(outgoing).wrapping_add(kept)
     })
 }
 
@@ -1033,6 +1254,10 @@ extern "C" fn on_thread_exit(_: *mut libc::c_void) {
         c.next_batch = [0; NUM_CLASSES];
         c.phase = Phase::Exited;
         c.owner = ptr::null();
+        // (`kept` was emptied by the flush.)
+        c.sampling = false;
+        c.until = [0; NUM_CLASSES];
+        c.kept_bound = [0; NUM_CLASSES];
     });
     #[cfg(ie_tls)]
     ie_cache::retire(hot_cache());

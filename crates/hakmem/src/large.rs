@@ -99,7 +99,10 @@ pub(crate) fn run_usable(slab: SlabRef) -> usize {
 /// `slab` headed a live run at the lookup of the pointer being freed.
 pub(crate) unsafe fn free_run(slab: SlabRef) -> bool {
     // SAFETY: caller's contract.
-    unsafe { superslab::free_run_once(slab) }.is_ok()
+    let freed = unsafe { superslab::free_run_once(slab) }.is_ok();
+    // Nothing of hakmem's is held or half done here.
+    superslab::background::start_if_wanted();
+    freed
 }
 
 /// Frees a huge block; false when it was no longer live (a second free
@@ -109,5 +112,8 @@ pub(crate) unsafe fn free_run(slab: SlabRef) -> bool {
 /// `h` came from the lookup of a pointer being freed.
 pub(crate) unsafe fn free_huge(h: HugeRef) -> bool {
     // SAFETY: caller's contract.
-    unsafe { huge::free(h) }.is_ok()
+    let freed = unsafe { huge::free(h) }.is_ok();
+    // Nothing of hakmem's is held or half done here.
+    superslab::background::start_if_wanted();
+    freed
 }

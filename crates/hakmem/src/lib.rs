@@ -12,7 +12,13 @@
 //!   There is no second fast path anywhere below;
 //! - **[`HakMem`]**, the `GlobalAlloc` for Rust programs, and a C-shaped
 //!   API ([`malloc`], [`free`], [`calloc`], [`realloc`],
-//!   [`aligned_alloc`], [`usable_size`]) that the C ABI crate wraps;
+//!   [`aligned_alloc`], [`usable_size`]) that the C ABI wraps;
+//! - **the C ABI** (`src/c_abi/`: `malloc`, `free`, ... with glibc's
+//!   semantics, glibc's `<malloc.h>` extensions, C++ `operator new` and
+//!   `delete`, and the `hakmem_*` calls of `include/hakmem.h`): exported
+//!   from a Rust binary with the `override` feature, so that the C and C++
+//!   code linked into it allocates from hakmem too; the same module is
+//!   libhakmem.so's and libhakmem.a's (crate `hakmem-preload`);
 //! - **bad input**: impossible sizes and alignments give null; a free of a
 //!   pointer hakmem does not own is reported ([`report`]) and aborts, or is
 //!   ignored with `HAKMEM_INVALID_FREE=ignore`;
@@ -33,11 +39,18 @@
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+// The C ABI (feature `override`): the module is shared with libhakmem.so,
+// whose name for this crate is `facade`.
+#[cfg(feature = "override")]
+extern crate self as facade;
+#[cfg(feature = "override")]
+mod c_abi;
 #[cfg(feature = "secure")]
 mod hardened;
 pub mod large;
 mod lifecycle;
 pub mod options;
+pub mod prof;
 pub mod report;
 mod stats;
 
@@ -54,6 +67,7 @@ use hakmem_tiny_box::{class_for_layout, class_size, free_mark, size_to_class, Sm
 pub use hakmem_superslab::os::page_size;
 pub use hakmem_tiny_box::SMALL_MAX;
 pub use large::LARGE_MAX;
+pub use prof::{dump as prof_dump, dump_default as prof_dump_default, enabled as prof_enabled};
 pub use report::InvalidFree;
 pub use stats::{fast_cache_stats, stats, FastClassStats, Stats};
 pub use stats::{memory_usage, MemoryUsage};
@@ -87,8 +101,15 @@ pub struct HakMem;
 fn small_alloc(class: usize) -> *mut u8 {
     #[cfg(feature = "fast-path")]
     let p = hakmem_fastcache::alloc(class);
+    // Without the fast cache, the heap profiler counts allocations down
+    // here (one load and a branch; the fast cache's refill path does it
+    // for free: see `prof`).
     #[cfg(not(feature = "fast-path"))]
-    let p = SelectedBackend::alloc(class);
+    let p = if prof::enabled() {
+        prof::small_alloc(class)
+    } else {
+        SelectedBackend::alloc(class)
+    };
     if !p.is_null() {
         // SAFETY: a small block just handed out to us.
         unsafe { free_mark::mark_allocated(p) };
@@ -289,6 +310,9 @@ fn alloc_uncommon(size: usize, align: usize, zeroed: bool) -> *mut u8 {
         }
         return out_of_memory_if_null(p);
     }
+    if prof::enabled() {
+        return prof::large_alloc(size, align, zeroed);
+    }
     large::alloc(size, align, zeroed)
 }
 
@@ -338,6 +362,10 @@ unsafe fn free_not_small(p: *mut u8) {
             unsafe { small_free_owned(p, class, owner) };
         }
         Lookup::Run(slab) => {
+            // Out of the heap profile before the block can be reused.
+            if prof::enabled() {
+                prof::large_freed(p);
+            }
             // SAFETY: the head of a run in use at the lookup; the caller
             // gives it up. A racing second free finds it freed.
             if !unsafe { large::free_run(slab) } {
@@ -345,6 +373,9 @@ unsafe fn free_not_small(p: *mut u8) {
             }
         }
         Lookup::Huge(h) => {
+            if prof::enabled() {
+                prof::large_freed(p);
+            }
             // SAFETY: a huge block that was live at the lookup; the caller
             // gives it up. A racing second free finds it freed.
             if !unsafe { large::free_huge(h) } {
@@ -618,12 +649,26 @@ pub fn init() {
     hakmem_fastcache::init();
     #[cfg(not(feature = "fast-path"))]
     hakmem_tiny_box::init();
+    // The small-object layer's share of the purge thread's passes (the
+    // thread itself starts only when memory is left to return, with
+    // `HAKMEM_BACKGROUND_PURGE=1`).
+    superslab::background::set_sweep(sweep_small);
     let _ = options::get();
 }
 
-/// Takes every lock of every layer before `fork`.
+/// The purge thread's sweep of the small-object layer (see
+/// [`SmallBackend::sweep`]).
+fn sweep_small() -> bool {
+    hakmem_tiny_box::SelectedBackend::sweep()
+}
+
+/// Takes every lock of every layer before `fork`: the purge thread's pass
+/// lock before the small-object layer's, which a pass takes inside it.
 pub fn prefork() {
+    // The profiler's lock first: its holder takes no other.
+    prof::prefork();
     hakmem_fastcache::prefork();
+    superslab::background::prefork();
     hakmem_tiny_box::SelectedBackend::prefork();
     superslab::prefork();
 }
@@ -632,14 +677,19 @@ pub fn prefork() {
 pub fn postfork_parent() {
     superslab::postfork_parent();
     hakmem_tiny_box::SelectedBackend::postfork_parent();
+    superslab::background::postfork_parent();
     hakmem_fastcache::postfork_parent();
+    prof::postfork_parent();
 }
 
-/// Resets the locks in the child after `fork`.
+/// Resets the locks in the child after `fork`, where no purge thread runs
+/// (one starts again when memory is next left to return).
 pub fn postfork_child() {
     superslab::postfork_child();
     hakmem_tiny_box::SelectedBackend::postfork_child();
+    superslab::background::postfork_child();
     hakmem_fastcache::postfork_child();
+    prof::postfork_child();
 }
 
 // SAFETY: every method returns null or a block of at least `layout.size()`

@@ -33,6 +33,8 @@ extern "C" fn postfork_child() {
 
 extern "C" fn on_start() {
     crate::init();
+    // The heap profiler (`HAKMEM_PROF=1`) samples from here on.
+    crate::prof::init();
     // SAFETY: registering plain extern "C" fns that never unwind.
     unsafe { libc::pthread_atfork(Some(prefork), Some(postfork_parent), Some(postfork_child)) };
     let o = crate::options::get();
@@ -49,6 +51,8 @@ extern "C" fn on_exit() {
     // thread's quarantine is reported now rather than never.
     #[cfg(feature = "secure")]
     crate::hardened::check_quarantine();
+    // The last heap profile (`HAKMEM_PROF=1`), before the reports.
+    crate::prof::at_exit();
     let fd = REPORT_FD.load(Ordering::Relaxed);
     if fd < 0 {
         return;

@@ -79,6 +79,9 @@ pub fn print_stats_summary(fd: i32) {
         &[
             ("slabs_purged", ss.slabs_purged),
             ("metadata_bytes", ss.metadata_bytes),
+            ("purge_threads", ss.purge_threads),
+            ("purge_thread_failures", ss.purge_thread_failures),
+            ("purge_passes", ss.purge_passes),
         ],
     ];
     for row in rows {

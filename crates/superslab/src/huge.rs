@@ -101,6 +101,11 @@ struct Cache {
     quarantine: [(usize, usize); QUARANTINE_SLOTS],
     #[cfg_attr(not(feature = "secure"), allow(dead_code))]
     quarantine_next: usize,
+    /// Hardened builds: bit i set: quarantine slot i was there at the last
+    /// decay pass (the next purges its pages).
+    quarantine_aged: u32,
+    /// Hardened builds: bit i set: quarantine slot i's pages are purged.
+    quarantine_purged: u32,
 }
 
 struct Shared {
@@ -119,6 +124,8 @@ static SHARED: Shared = Shared {
         aged: 0,
         quarantine: [(0, 0); QUARANTINE_SLOTS],
         quarantine_next: 0,
+        quarantine_aged: 0,
+        quarantine_purged: 0,
     }),
 };
 
@@ -392,7 +399,10 @@ fn cache_or_unmap(h: *mut HugeHeader, len: usize) {
                 _ => false,
             }
         });
-    if !cached {
+    if cached {
+        // Resident until a decay pass gives it back.
+        crate::background::note_pending();
+    } else {
         unmap(h.cast(), len);
     }
 }
@@ -452,6 +462,8 @@ pub fn release_cached() {
     with_cache(|c| {
         taken = c.quarantine;
         c.quarantine = [(0, 0); QUARANTINE_SLOTS];
+        c.quarantine_aged = 0;
+        c.quarantine_purged = 0;
     });
     for (base, len) in taken {
         if base != 0 {
@@ -462,8 +474,13 @@ pub fn release_cached() {
 }
 
 /// A decay pass (see [`crate::pool::decay`]): mappings that were already
-/// cached at the previous pass go back to the OS; the rest are marked.
-pub(crate) fn decay() {
+/// cached at the previous pass go back to the OS; the rest are marked. In
+/// hardened builds, the pages of quarantined mappings that were there at
+/// the previous pass are purged too. True when mappings are left that a
+/// later pass gives back (or purges).
+pub(crate) fn decay() -> bool {
+    #[cfg(feature = "secure")]
+    purge_quarantine();
     release_where(|c| {
         let occupied = c
             .slots
@@ -474,6 +491,46 @@ pub(crate) fn decay() {
         let old = c.aged & occupied;
         c.aged = occupied & !old;
         old
+    });
+    has_pending()
+}
+
+/// True when the cache holds a mapping (or, in hardened builds, the
+/// quarantine one whose pages are not purged yet): memory a decay pass
+/// will give back.
+pub(crate) fn has_pending() -> bool {
+    with_cache(|c| {
+        let quarantined = c
+            .quarantine
+            .iter()
+            .enumerate()
+            .any(|(i, q)| q.0 != 0 && c.quarantine_purged & (1 << i) == 0);
+        c.total != 0 || quarantined
+    })
+}
+
+/// Hardened builds' share of a decay pass: purges the pages (all but the
+/// header's) of quarantined mappings that were already there at the last
+/// pass. Under the lock, so that no mapping leaves the quarantine (to be
+/// reused) while its pages are purged; at most [`QUARANTINE_SLOTS`]
+/// `madvise` calls.
+#[cfg(feature = "secure")]
+fn purge_quarantine() {
+    with_cache(|c| {
+        for (i, &(base, len)) in c.quarantine.iter().enumerate() {
+            let bit = 1u32 << i;
+            if base == 0 || c.quarantine_purged & bit != 0 {
+                continue;
+            }
+            if c.quarantine_aged & bit != 0 {
+                // SAFETY: a quarantined mapping of ours (inaccessible, out
+                // of use); its header page stays.
+                os::purge(unsafe { (base as *mut u8).add(page()) }, len - page());
+                c.quarantine_purged |= bit;
+            } else {
+                c.quarantine_aged |= bit;
+            }
+        }
     });
 }
 
@@ -692,8 +749,13 @@ mod guarded {
         let out = with_cache(|c| {
             let i = c.quarantine_next;
             c.quarantine_next = (i + 1) % QUARANTINE_SLOTS;
+            c.quarantine_aged &= !(1 << i);
+            c.quarantine_purged &= !(1 << i);
             core::mem::replace(&mut c.quarantine[i], (base as usize, len))
         });
+        // Resident (its pages are inaccessible, not purged) until a decay
+        // pass purges them.
+        crate::background::note_pending();
         (out.0 != 0).then_some((out.0 as *mut HugeHeader, out.1))
     }
 

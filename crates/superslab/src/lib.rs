@@ -23,6 +23,8 @@
 //! - **text** ([`text::Line`]): allocation-free line output for reports.
 //! - **thread-exit hooks**: [`thread_key::ThreadExitKey`], a pthread key
 //!   with a destructor, which the layers above use to learn of thread exit.
+//! - **the purge thread** ([`background`], option
+//!   `HAKMEM_BACKGROUND_PURGE`): decay passes while the program is idle.
 //!
 //! ## Invariants
 //! - Grows on demand: a request fails only when the OS refuses a mapping,
@@ -54,6 +56,7 @@
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod background;
 pub mod huge;
 pub mod lock;
 pub mod meta;

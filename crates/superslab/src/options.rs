@@ -42,9 +42,25 @@ pub struct Options {
     /// `HAKMEM_RETAINED_REGIONS`: empty 2 MiB regions always kept mapped
     /// (a bigger heap keeps up to one per four live regions).
     pub retained_regions: usize,
+    /// `HAKMEM_BACKGROUND_PURGE`: `1` lets one thread of hakmem's own run
+    /// the decay passes, so that memory goes back while the program makes
+    /// no call (see [`crate::background`]); `0` (default): passes run on
+    /// the allocator's slow paths only.
+    pub background_purge: bool,
     /// `HAKMEM_SECURE_POISON` (hardened builds): how much of a freed small
     /// block is poisoned in the quarantine and checked when it leaves.
     pub secure_poison: Poison,
+    /// `HAKMEM_PROF`: `1` turns the sampled heap profiler on (hakmem's
+    /// `prof` module, docs/PROFILING.md).
+    pub prof: bool,
+    /// `HAKMEM_PROF_SAMPLE`: the mean bytes allocated between two samples
+    /// (the intervals are drawn from an exponential distribution).
+    pub prof_sample: usize,
+    /// `HAKMEM_PROF_FILE`: where profiles go (`%p`: the process id, `%n`:
+    /// the dump's number in the process); None: the default pattern.
+    pub prof_file: Option<&'static CStr>,
+    /// `HAKMEM_PROF_SIGNAL`: `1` writes a profile on each `SIGUSR2`.
+    pub prof_signal: bool,
 }
 
 /// How much of a freed small block hardened builds poison (and check).
@@ -80,7 +96,12 @@ pub const DEFAULTS: Options = Options {
     purge_threshold_bytes: 64 << 20,
     purge_delay_ms: 100,
     retained_regions: 2,
+    background_purge: false,
     secure_poison: Poison::Full,
+    prof: false,
+    prof_sample: 512 << 10,
+    prof_file: None,
+    prof_signal: false,
 };
 
 const UNREAD: u8 = 0;
@@ -162,6 +183,16 @@ fn env(name: &CStr) -> Option<&'static [u8]> {
     // SAFETY: getenv returns a NUL-terminated string that lives as long as
     // the environment entry (the process does not change these).
     (!v.is_null()).then(|| unsafe { CStr::from_ptr(v) }.to_bytes())
+}
+
+/// The value of `name` as the C string the environment holds, None when
+/// unset or empty.
+fn env_cstr(name: &CStr) -> Option<&'static CStr> {
+    // SAFETY: as in `env`.
+    let v = unsafe { libc::getenv(name.as_ptr()) };
+    // SAFETY: as in `env`.
+    let s = (!v.is_null()).then(|| unsafe { CStr::from_ptr(v) })?;
+    (!s.is_empty()).then_some(s)
 }
 
 fn warn(name: &CStr, accepted: &str) {
@@ -259,6 +290,13 @@ fn parse() -> Options {
             1 << 20,
             "a number of regions",
         ),
+        background_purge: choice(
+            c"HAKMEM_BACKGROUND_PURGE",
+            b"0",
+            b"1",
+            d.background_purge,
+            "'0' or '1'",
+        ),
         secure_poison: match env(c"HAKMEM_SECURE_POISON") {
             None => d.secure_poison,
             Some(b"off") => Poison::Off,
@@ -269,5 +307,21 @@ fn parse() -> Options {
                 d.secure_poison
             }
         },
+        prof: choice(c"HAKMEM_PROF", b"0", b"1", d.prof, "'0' or '1'"),
+        prof_sample: number(
+            c"HAKMEM_PROF_SAMPLE",
+            d.prof_sample,
+            1,
+            1 << 40,
+            "a number of bytes from 1 to 1099511627776",
+        ),
+        prof_file: env_cstr(c"HAKMEM_PROF_FILE"),
+        prof_signal: choice(
+            c"HAKMEM_PROF_SIGNAL",
+            b"0",
+            b"1",
+            d.prof_signal,
+            "'0' or '1'",
+        ),
     }
 }

@@ -77,6 +77,12 @@ struct PoolState {
     empty: *mut RegionHeader,
     empty_count: usize,
     dirty_free_slabs: usize,
+    /// The number of the last decay pass (see `RegionHeader::decay_epoch`).
+    decay_epoch: u32,
+    /// Slabs and runs handed out since start (each `take` and `grow_run`).
+    grants: u64,
+    /// `grants` at the purge thread's last pass.
+    grants_at_pass: u64,
 }
 
 // SAFETY: PoolState is only touched with `lock` held.
@@ -89,6 +95,9 @@ static POOL: Pool = Pool {
         empty: ptr::null_mut(),
         empty_count: 0,
         dirty_free_slabs: 0,
+        decay_epoch: 0,
+        grants: 0,
+        grants_at_pass: 0,
     }),
 };
 
@@ -336,7 +345,9 @@ unsafe fn take(
     debug_assert_eq!(reg.free_mask & bits, bits);
     reg.free_mask &= !bits;
     reg.aged_mask &= !bits;
+    reg.aged2_mask &= !bits;
     reg.empty_aged = false;
+    st.grants += 1;
     let zeroed = reg.clean_mask & bits == bits;
     let dirty_taken = (!reg.clean_mask & bits).count_ones() as usize;
     st.dirty_free_slabs = st.dirty_free_slabs.saturating_sub(dirty_taken);
@@ -383,7 +394,9 @@ pub unsafe fn grow_run(slab: SlabRef, n: usize) -> bool {
         }
         reg.free_mask &= !bits;
         reg.aged_mask &= !bits;
+        reg.aged2_mask &= !bits;
         reg.empty_aged = false;
+        st.grants += 1;
         let dirty_taken = (!reg.clean_mask & bits).count_ones() as usize;
         st.dirty_free_slabs = st.dirty_free_slabs.saturating_sub(dirty_taken);
         reg.clean_mask &= !bits;
@@ -459,6 +472,7 @@ unsafe fn release_run(slab: SlabRef, was_slab: bool) {
     });
     unmap_all(to_unmap);
     decay();
+    crate::background::note_pending();
 }
 
 /// Sets `bits` of `r` free (and clean, if `clean`), relists the region and,
@@ -514,14 +528,22 @@ static NEXT_DECAY_MS: AtomicU64 = AtomicU64::new(0);
 /// the previous pass and have not been taken since are purged; the ones
 /// free and dirty now are marked to go at the next pass. So a slab goes
 /// back to the OS between one and two purge delays after it was freed, if
-/// nobody wanted it meanwhile. No background thread: passes run on the
-/// pool's slow paths (a slab or large block taken or given back) and on
-/// the huge cache's, and cost one clock read when none is due.
+/// nobody wanted it meanwhile. Passes run on the pool's slow paths (a slab
+/// or large block taken or given back) and on the huge cache's, and cost
+/// one clock read when none is due; while the purge thread exists
+/// ([`crate::background`]) they run there instead, and this costs one
+/// load.
 pub fn decay() {
+    if crate::background::running() {
+        return;
+    }
     let now = os::now_ms();
     let due = NEXT_DECAY_MS.load(Ordering::Relaxed);
     if now < due {
         return;
+    }
+    if due == 0 {
+        crate::background::first_pass(now);
     }
     let next = now + crate::options::get().purge_delay_ms as u64;
     if NEXT_DECAY_MS
@@ -531,88 +553,173 @@ pub fn decay() {
         return; // another thread runs this pass
     }
     crate::huge::decay();
-    purge_aged();
+    purge_aged(false);
 }
 
-/// One decay pass over the pool's regions.
-fn purge_aged() {
-    let mut ripe = [(ptr::null_mut::<RegionHeader>(), 0u32); DECAY_BATCH];
-    let mut count = 0;
-    let mut idle = [ptr::null_mut::<RegionHeader>(); DECAY_BATCH];
-    with_pool(|st| {
-        // Empty regions beyond the retention limit that stayed empty since
-        // the last pass go back to the OS.
-        let live = COUNTERS.regions_live.load(Ordering::Relaxed);
-        let mut r = st.empty;
-        let mut n_idle = 0;
+/// One decay pass over the pool's regions: each region is looked at once
+/// (its `decay_epoch` says whether it was). Free dirty slabs that were
+/// marked at the last pass are purged, the others marked; empty regions
+/// beyond the retention limit that stayed empty since the last pass are
+/// unmapped. The work goes in batches of [`DECAY_BATCH`] regions, the
+/// purges and unmaps of a batch outside the lock. A slow path's pass
+/// (`thread` false), which must stay short, stops after the first batch
+/// (the regions beyond it wait for the next pass). The purge thread's pass
+/// goes on until every region was looked at, and is lazier while the
+/// program works: when the pool handed out slabs since its last pass, it
+/// purges only the slabs that stayed free over two passes (reuse is
+/// likely, and a purged slab costs page faults when it is taken again);
+/// once the pool is quiet, the slabs free over one pass go too, so what a
+/// burst left is back within two purge delays of its end. True when
+/// memory is left that a later pass gives back.
+pub(crate) fn purge_aged(thread: bool) -> bool {
+    let (epoch, busy) = with_pool(|st| {
+        st.decay_epoch = st.decay_epoch.wrapping_add(1);
+        let busy = thread && st.grants != st.grants_at_pass;
+        if thread {
+            st.grants_at_pass = st.grants;
+        }
+        (st.decay_epoch, busy)
+    });
+    loop {
+        let mut ripe = [(ptr::null_mut::<RegionHeader>(), 0u32); DECAY_BATCH];
+        let mut count = 0;
+        let mut idle = [ptr::null_mut::<RegionHeader>(); DECAY_BATCH];
+        let batch = Batch {
+            epoch,
+            busy,
+            ripe: &mut ripe,
+            count: &mut count,
+            idle: &mut idle,
+        };
+        // SAFETY: lock held inside.
+        let more = with_pool(|st| unsafe { decay_batch(st, batch) });
+        for r in idle.into_iter().take_while(|r| !r.is_null()) {
+            // Off every list under the lock: nobody can take from it any more.
+            unmap_region(r);
+        }
+        for &(r, bits) in &ripe[..count] {
+            let mut rest = bits;
+            while rest != 0 {
+                let start = rest.trailing_zeros();
+                let len = (rest >> start).trailing_ones();
+                // SAFETY: the slabs lie inside the live region r.
+                let base = unsafe { SlabRef::from_parts(r, start as usize) }.base();
+                os::purge(base, (len as usize) << SLAB_SHIFT);
+                stats::add(&COUNTERS.slabs_purged, len as usize);
+                rest &= !run_mask(start as usize, len as usize);
+            }
+            // SAFETY: lock held inside; r is live (its hidden slabs kept it off
+            // the empty list) and the slabs are out of every hand.
+            let to_unmap = with_pool(|st| unsafe { publish_free(st, r, bits, true) });
+            unmap_all(to_unmap);
+        }
+        if !more {
+            return has_pending();
+        }
+        if !thread {
+            return true;
+        }
+    }
+}
+
+/// What one batch of a decay pass works with.
+struct Batch<'a> {
+    /// The pass (see `RegionHeader::decay_epoch`).
+    epoch: u32,
+    /// Only slabs free over two passes are ripe.
+    busy: bool,
+    /// The regions with ripe slabs, and those slabs, found so far.
+    ripe: &'a mut [(*mut RegionHeader, u32); DECAY_BATCH],
+    count: &'a mut usize,
+    /// Empty regions to unmap.
+    idle: &'a mut [*mut RegionHeader; DECAY_BATCH],
+}
+
+/// One batch of a decay pass: looks at the regions that its pass has not
+/// looked at yet, until `ripe` or `idle` is full (then true: regions are
+/// left). Hides the ripe slabs from `grant` and takes the idle regions off
+/// the lists, for the caller to purge and unmap after the lock.
+///
+/// # Safety
+/// The pool lock is held.
+unsafe fn decay_batch(st: &mut PoolState, b: Batch<'_>) -> bool {
+    let Batch {
+        epoch,
+        busy,
+        ripe,
+        count,
+        idle,
+    } = b;
+    let live = COUNTERS.regions_live.load(Ordering::Relaxed);
+    let mut n_idle = 0;
+    let mut more = false;
+    // Empty regions first (those that go back are not looked at twice).
+    'lists: for list in [LIST_EMPTY, LIST_PARTIAL] {
+        let mut r = if list == LIST_EMPTY {
+            st.empty
+        } else {
+            st.partial
+        };
         while !r.is_null() {
+            if *count == DECAY_BATCH || n_idle == DECAY_BATCH {
+                more = true;
+                break 'lists;
+            }
             // SAFETY: list members are live regions; lock held.
             let reg = unsafe { &mut *r };
             let next = reg.next;
-            if reg.empty_aged
-                && n_idle < DECAY_BATCH
-                && st.empty_count > retention_limit_for(live - n_idle)
-            {
-                // SAFETY: lock held; r is on the empty list.
-                unsafe { take_off_empty(st, r) };
-                idle[n_idle] = r;
-                n_idle += 1;
-            } else {
+            if reg.decay_epoch == epoch {
+                r = next;
+                continue;
+            }
+            reg.decay_epoch = epoch;
+            if list == LIST_EMPTY {
+                // Beyond the retention limit and empty since the last
+                // pass: back to the OS.
+                if reg.empty_aged && st.empty_count > retention_limit_for(live - n_idle) {
+                    // SAFETY: lock held; r is on the empty list.
+                    unsafe { take_off_empty(st, r) };
+                    idle[n_idle] = r;
+                    n_idle += 1;
+                    r = next;
+                    continue;
+                }
                 reg.empty_aged = true;
+            }
+            let dirty = reg.free_mask & !reg.clean_mask;
+            let old = if busy { reg.aged2_mask } else { reg.aged_mask } & dirty;
+            reg.aged2_mask = reg.aged_mask & dirty & !old;
+            reg.aged_mask = dirty & !old;
+            if old != 0 {
+                ripe[*count] = (r, old);
+                *count += 1;
             }
             r = next;
         }
-        for head in [st.partial, st.empty] {
-            let mut r = head;
-            while !r.is_null() {
-                // SAFETY: list members are live regions; lock held.
-                let reg = unsafe { &mut *r };
-                let dirty = reg.free_mask & !reg.clean_mask;
-                let old = reg.aged_mask & dirty;
-                if old != 0 && count < DECAY_BATCH {
-                    ripe[count] = (r, old);
-                    count += 1;
-                    reg.aged_mask = dirty & !old;
-                } else {
-                    reg.aged_mask = dirty;
-                }
-                r = reg.next;
-            }
-        }
-        // Hide the ripe slabs from `grant` while they are purged outside
-        // the lock: a slab taken meanwhile would have live data zeroed.
-        for &(r, bits) in &ripe[..count] {
-            // SAFETY: lock held; r was listed, so live.
-            let reg = unsafe { &mut *r };
-            reg.free_mask &= !bits;
-            st.dirty_free_slabs = st
-                .dirty_free_slabs
-                .saturating_sub(bits.count_ones() as usize);
-            // SAFETY: as above. A region losing free slabs is not empty,
-            // so it cannot be unmapped until they are published again.
-            unsafe { relist(st, r) };
-        }
-    });
-    for r in idle.into_iter().take_while(|r| !r.is_null()) {
-        // Off every list under the lock: nobody can take from it any more.
-        unmap_region(r);
     }
-    for &(r, bits) in &ripe[..count] {
-        let mut rest = bits;
-        while rest != 0 {
-            let start = rest.trailing_zeros();
-            let len = (rest >> start).trailing_ones();
-            // SAFETY: the slabs lie inside the live region r.
-            let base = unsafe { SlabRef::from_parts(r, start as usize) }.base();
-            os::purge(base, (len as usize) << SLAB_SHIFT);
-            stats::add(&COUNTERS.slabs_purged, len as usize);
-            rest &= !run_mask(start as usize, len as usize);
-        }
-        // SAFETY: lock held inside; r is live (its hidden slabs kept it off
-        // the empty list) and the slabs are out of every hand.
-        let to_unmap = with_pool(|st| unsafe { publish_free(st, r, bits, true) });
-        unmap_all(to_unmap);
+    // Hide the ripe slabs from `grant` while they are purged outside
+    // the lock: a slab taken meanwhile would have live data zeroed.
+    for &(r, bits) in &ripe[..*count] {
+        // SAFETY: lock held; r was listed, so live.
+        let reg = unsafe { &mut *r };
+        reg.free_mask &= !bits;
+        st.dirty_free_slabs = st
+            .dirty_free_slabs
+            .saturating_sub(bits.count_ones() as usize);
+        // SAFETY: as above. A region losing free slabs is not empty,
+        // so it cannot be unmapped until they are published again.
+        unsafe { relist(st, r) };
     }
+    more
+}
+
+/// True when the pool holds memory a decay pass gives back: free slabs
+/// not purged, or more empty regions than it keeps for good.
+pub(crate) fn has_pending() -> bool {
+    with_pool(|st| {
+        let live = COUNTERS.regions_live.load(Ordering::Relaxed);
+        st.dirty_free_slabs > 0 || st.empty_count > retention_limit_for(live)
+    })
 }
 
 /// Takes the first region off the empty list, for unmapping.

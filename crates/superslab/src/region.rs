@@ -79,11 +79,18 @@ pub(crate) struct RegionHeader {
     /// Bit i set: slab i was free and dirty at the last decay pass and has
     /// not been taken since; the next pass purges it (pool lock).
     pub(crate) aged_mask: u32,
+    /// Bit i set: slab i was free and dirty at the last two decay passes
+    /// and not taken since: what a pass of the purge thread purges while
+    /// the pool hands out slabs (pool lock).
+    pub(crate) aged2_mask: u32,
     /// The region was empty at the last decay pass and no slab of it has
     /// been taken since (pool lock).
     pub(crate) empty_aged: bool,
     /// Which list the region is on (pool lock).
     pub(crate) list: u8,
+    /// The decay pass that last looked at the region (pool lock): a pass
+    /// that works in batches looks at each region once.
+    pub(crate) decay_epoch: u32,
     pub(crate) slabs: [SlabRecord; SLABS_PER_REGION],
 }
 

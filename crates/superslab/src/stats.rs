@@ -61,6 +61,14 @@ counters! {
     metadata_bytes,
     /// Times the OS refused a mapping.
     map_failures,
+    /// Purge threads started in this process (`HAKMEM_BACKGROUND_PURGE`;
+    /// at most one at a time, a `fork` child starts its own).
+    purge_threads,
+    /// Times starting one failed (`pthread_create` refused: then never
+    /// again in this process).
+    purge_thread_failures,
+    /// Decay passes the purge thread ran.
+    purge_passes,
 }
 
 pub(crate) fn add(c: &AtomicUsize, n: usize) {

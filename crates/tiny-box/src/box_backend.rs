@@ -158,7 +158,7 @@ impl SmallBackend for BoxBackend {
             // SAFETY: as above.
             if !heap.is_null() && unsafe { &*s }.owner.load(Ordering::Relaxed) == me {
                 // SAFETY: our own slab.
-                unsafe { free_local(heap, s, b) };
+                unsafe { free_local_in_batch(heap, s, b) };
             } else if s == group {
                 remote_blocks += 1;
                 g_len += 1;
@@ -194,6 +194,10 @@ impl SmallBackend for BoxBackend {
             unsafe { trim_heap(heap) };
         }
         sweep_abandoned();
+    }
+
+    fn sweep() -> bool {
+        release_returned_abandoned()
     }
 
     fn free_blocks_in_reach() -> [usize; NUM_CLASSES] {
@@ -374,21 +378,64 @@ unsafe fn free_local(heap: *mut Heap, s: *mut SlabMeta, b: *mut Block) {
     unsafe { m.put_local(b) };
     if m.list.get() == SlabList::Full || m.used.get() == 0 {
         // SAFETY: caller's contract.
-        unsafe { free_local_transition(heap, s) };
+        unsafe { free_local_transition::<true>(heap, s) };
     }
 }
 
+/// [`free_local`] of a block of a batch ([`BoxBackend::drain`]): the same,
+/// but not a point to start the purge thread at (the batch's caller may
+/// be half-way through its own work: a thread's exit flush).
+///
+/// # Safety
+/// As for [`free_local`].
+#[inline]
+unsafe fn free_local_in_batch(heap: *mut Heap, s: *mut SlabMeta, b: *mut Block) {
+    // SAFETY: caller's contract.
+    let m = unsafe { &*s };
+    // SAFETY: caller's contract.
+    unsafe { m.put_local(b) };
+    if m.list.get() == SlabList::Full || m.used.get() == 0 {
+        // SAFETY: caller's contract.
+        unsafe { free_local_transition::<false>(heap, s) };
+    }
+}
+
+/// `SAFE_POINT`: the free is a whole call of the layer above's (one block
+/// given back, nothing of the caller's half done), where the purge thread
+/// may be started when the release below asked for it.
 #[cold]
-unsafe fn free_local_transition(heap: *mut Heap, s: *mut SlabMeta) {
+unsafe fn free_local_transition<const SAFE_POINT: bool>(heap: *mut Heap, s: *mut SlabMeta) {
     // SAFETY: caller's contract (free_local).
     let m = unsafe { &*s };
     let class = m.class();
     if m.list.get() == SlabList::Full {
         remote::disarm(m);
+        // SAFETY: our own heap (caller's contract).
+        let displaced = unsafe { (*heap).partial[class].head };
         // SAFETY: s is on our full list; the lists are the owner's.
         unsafe {
             (*heap).full[class].remove(s);
             (*heap).partial[class].push_front(s, SlabList::Partial);
+        }
+        // The head it displaces is no longer the slab allocation takes
+        // from: empty, it goes back like any other empty slab. (Kept, a
+        // bulk free in the reverse of allocation order kept every slab:
+        // each emptied while it was the head, and was displaced by the
+        // next one's first free.)
+        // SAFETY: a slab on our partial list, when not null.
+        if !displaced.is_null() && unsafe { &*displaced }.used.get() == 0 {
+            // SAFETY: as above.
+            if unsafe { &*displaced }.notify.get() != Notify::Queued {
+                // SAFETY: on our partial list, empty, not queued.
+                unsafe {
+                    (*heap).partial[class].remove(displaced);
+                    release(displaced);
+                }
+                if SAFE_POINT {
+                    // As below.
+                    hakmem_superslab::background::start_if_wanted();
+                }
+            }
         }
     } else if m.used.get() == 0
         // SAFETY: our own heap (caller's contract).
@@ -401,6 +448,11 @@ unsafe fn free_local_transition(heap: *mut Heap, s: *mut SlabMeta) {
         unsafe {
             (*heap).partial[class].remove(s);
             release(s);
+        }
+        if SAFE_POINT {
+            // The heap's lists are whole again and no lock is held: a
+            // `malloc` from `pthread_create` may come in here.
+            hakmem_superslab::background::start_if_wanted();
         }
     }
 }
@@ -722,6 +774,68 @@ fn sweep_abandoned() {
             s = next;
         }
     }
+}
+
+/// The purge thread's sweep: releases every abandoned slab whose blocks
+/// have all come back onto its remote list. Under the lists' lock it only
+/// reads each slab's `used` and the count in its remote word (no walk, no
+/// write to a slab that stays); the slabs found are collected and released
+/// after the lock. True when abandoned slabs (with blocks out) are left.
+fn release_returned_abandoned() -> bool {
+    if ABANDONED.count.load(Ordering::Relaxed) == 0 {
+        return false;
+    }
+    for class in 0..NUM_CLASSES {
+        let mut done: *mut SlabMeta = ptr::null_mut();
+        let n = ABANDONED.lock.with(|| {
+            // SAFETY: lock held: the lists, and the slabs on them, are the
+            // lock holder's.
+            let heads = unsafe { &mut *ABANDONED.heads.get() };
+            let mut n = 0;
+            let mut prev: *mut SlabMeta = ptr::null_mut();
+            let mut s = heads[class];
+            while !s.is_null() {
+                // SAFETY: an abandoned slab, held by the list.
+                let m = unsafe { &*s };
+                let next = m.next.get();
+                // Every block out is on the remote list (a freer's block
+                // counts there from the CAS that gives it back; none can
+                // come after the last): the slab is free.
+                if remote::count(m) == m.used.get() as usize {
+                    if prev.is_null() {
+                        heads[class] = next;
+                    } else {
+                        // SAFETY: `prev` is on the list, before `s`.
+                        unsafe { (*prev).next.set(next) };
+                    }
+                    m.next.set(done);
+                    done = s;
+                    n += 1;
+                } else {
+                    prev = s;
+                }
+                s = next;
+            }
+            n
+        });
+        if n == 0 {
+            continue;
+        }
+        ABANDONED.count.fetch_sub(n, Ordering::Relaxed);
+        while !done.is_null() {
+            // SAFETY: taken off the abandoned list: ours now.
+            let m = unsafe { &*done };
+            let next = m.next.get();
+            m.next.set(ptr::null_mut());
+            remote::collect(m);
+            debug_assert_eq!(m.used.get(), 0);
+            // SAFETY: empty, off every list; abandoned slabs are disarmed,
+            // so no freer holds BUSY in it.
+            unsafe { slab::release_slab(done) };
+            done = next;
+        }
+    }
+    ABANDONED.count.load(Ordering::Relaxed) > 0
 }
 
 /// Abandoned slabs per class, linked through `next`.

@@ -64,11 +64,12 @@ fn take_locked(q: &mut SlabQueue, class: usize, out: &mut Chain, max: usize) {
     }
 }
 
-/// Returns one block with the class lock held.
+/// Returns one block with the class lock held; true when that emptied its
+/// slab and the slab went back to the superslab.
 ///
 /// # Safety
 /// `b` is a block of class `class` that is out of its slab.
-unsafe fn put_locked(q: &mut SlabQueue, b: *mut Block) {
+unsafe fn put_locked(q: &mut SlabQueue, b: *mut Block) -> bool {
     // SAFETY: caller's contract.
     let s = unsafe { SlabMeta::of(b.cast()) };
     // SAFETY: guarded by the held lock.
@@ -76,15 +77,30 @@ unsafe fn put_locked(q: &mut SlabQueue, b: *mut Block) {
     // SAFETY: caller's contract.
     unsafe { m.put_local(b) };
     if m.list.get() == SlabList::None {
+        let displaced = q.head;
         // SAFETY: a full slab is on no list.
         unsafe { q.push_front(s, SlabList::Partial) };
+        // The head it displaces, empty, goes back like any empty slab that
+        // is not the head (kept, a bulk free in the reverse of allocation
+        // order kept every slab: each emptied while it was the head).
+        // SAFETY: guarded by the held lock; on this list when not null.
+        if !displaced.is_null() && unsafe { &*displaced }.used.get() == 0 {
+            // SAFETY: on this list, empty.
+            unsafe {
+                q.remove(displaced);
+                slab::release_slab(displaced);
+            }
+            return true;
+        }
     } else if m.used.get() == 0 && q.head != s {
         // SAFETY: on this list, empty.
         unsafe {
             q.remove(s);
             slab::release_slab(s);
         }
+        return true;
     }
+    false
 }
 
 impl SmallBackend for LegacyBackend {
@@ -100,7 +116,11 @@ impl SmallBackend for LegacyBackend {
         // SAFETY: caller's contract: a block of this backend.
         let class = unsafe { &*SlabMeta::of(p) }.class();
         // SAFETY: caller's contract.
-        with_class(class, |q| unsafe { put_locked(q, p.cast()) });
+        if with_class(class, |q| unsafe { put_locked(q, p.cast()) }) {
+            // The class lock is released and the free whole: a point to
+            // start the purge thread at, if the release asked for it.
+            hakmem_superslab::background::start_if_wanted();
+        }
     }
 
     fn refill(class: usize, max: usize) -> Chain {
@@ -146,6 +166,13 @@ impl SmallBackend for LegacyBackend {
                 }
             });
         }
+    }
+
+    fn sweep() -> bool {
+        // Under each class lock, as from any thread; nothing here waits on
+        // another thread's blocks.
+        Self::trim();
+        false
     }
 
     fn free_blocks_in_reach() -> [usize; NUM_CLASSES] {

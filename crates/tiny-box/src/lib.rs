@@ -52,6 +52,7 @@ extern crate std;
 
 mod block;
 mod box_backend;
+pub mod detached;
 pub mod free_mark;
 #[cfg(feature = "secure")]
 pub mod hardening;
@@ -163,6 +164,15 @@ pub trait SmallBackend {
     /// Gives back every empty slab this backend can reach: the calling
     /// thread's and the abandoned ones (the `malloc_trim` of this layer).
     fn trim();
+
+    /// Gives back what any thread may while the others run, for the purge
+    /// thread (`hakmem_superslab::background`): the box backend's
+    /// abandoned slabs whose blocks have all come back; the legacy
+    /// backend's empty slabs (its class heads included, as [`Self::trim`]).
+    /// Never a live thread's own slabs, whose fields only their owner
+    /// touches. True when abandoned slabs with blocks out are left, which
+    /// a later sweep may find given back. Takes locks; never allocates.
+    fn sweep() -> bool;
 
     /// Free blocks per class (capacity less `used`) in the slabs whose
     /// counts the calling thread may read without racing their holder: the

@@ -184,6 +184,23 @@ fn on_stack(pending: &AtomicPtr<SlabMeta>, s: &SlabMeta) -> bool {
     false
 }
 
+/// Blocks on the slab's remote list now, read off the word alone (no walk).
+/// Any thread: a freer's block is counted by the CAS that publishes it.
+pub(crate) fn count(s: &SlabMeta) -> usize {
+    s.remote.load(Ordering::Acquire) >> COUNT_SHIFT
+}
+
+/// Takes the whole remote list, as its first block and its length (null
+/// and 0 when empty), leaving the flags: for a holder that must see every
+/// block freed to it (`detached.rs`). Holder only.
+pub(crate) fn take_list(s: &SlabMeta) -> (*mut Block, usize) {
+    if s.remote.load(Ordering::Relaxed) & ADDRESS == 0 {
+        return (ptr::null_mut(), 0);
+    }
+    let word = s.remote.fetch_and(FLAGS, Ordering::Acquire);
+    ((word & ADDRESS) as *mut Block, word >> COUNT_SHIFT)
+}
+
 /// Moves every remotely freed block onto the local free list; returns how
 /// many there were. Owner only. (`&SlabMeta`, not `&mut`: freers CAS
 /// `remote` meanwhile; see `slab.rs`.)

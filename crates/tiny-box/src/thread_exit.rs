@@ -52,6 +52,10 @@ extern "C" fn on_thread_exit(value: *mut libc::c_void) {
         abandon_heap(value.cast::<Heap>());
     }
     crate::stats::merge_thread();
+    // The heap is given up and no lock held (the layers above exited
+    // before us): the empty slabs it released may have asked for the
+    // purge thread.
+    hakmem_superslab::background::start_if_wanted();
 }
 
 static KEY: ThreadExitKey = ThreadExitKey::new(on_thread_exit);

@@ -22,7 +22,7 @@
 //!
 //! Default: `larson` (`larson 2 8 128 1024 100 12345 4`) and
 //! `thread-churn` (`thread-churn 2 8 128 1024 12345 4`, the original's
-//! command shape), 3 runs each, all nine Rust-set allocators: 54 runs of
+//! command shape), 3 runs each, all ten Rust-set allocators: 60 runs of
 //! about 2 s, plus the builds. `--workload c` runs the C set.
 
 mod child;
@@ -68,7 +68,9 @@ pub struct BenchArgs {
     threads: Option<usize>,
     /// Allocators, comma-separated, or `all`. Rust set:
     /// hakmem+box-refactor+fast-path, hakmem+box-refactor,
-    /// hakmem+fast-path, hakmem, hakmem+box-refactor+fast-path+secure,
+    /// hakmem+fast-path, hakmem, hakmem+box-refactor+fast-path+bg-purge
+    /// (the default build with HAKMEM_BACKGROUND_PURGE=1),
+    /// hakmem+box-refactor+fast-path+secure,
     /// system, mimalloc, mimalloc+secure, jemalloc. C set: hakmem
     /// (libhakmem.so), hakmem+secure, mimalloc, jemalloc, glibc,
     /// mimalloc-debian, jemalloc-debian, tcmalloc-debian. Each set takes
@@ -198,7 +200,7 @@ fn run_inner(args: &BenchArgs) -> Result<bool, String> {
                 .map(|a| Entry {
                     name: a.name,
                     bin: binary_path(&bins, w, a),
-                    env: Vec::new(),
+                    env: a.env.iter().map(|&(k, v)| (k, OsString::from(v))).collect(),
                     lib: None,
                 })
                 .collect(),
@@ -338,7 +340,7 @@ fn write(path: &Path, text: &str) -> Result<(), String> {
 
 /// The target directory cargo uses here: `CARGO_TARGET_DIR` and config
 /// respected, through `cargo metadata`.
-fn target_dir() -> Result<PathBuf, String> {
+pub(crate) fn target_dir() -> Result<PathBuf, String> {
     let out = cargo()
         .args(["metadata", "--format-version", "1", "--no-deps"])
         .current_dir(workspace_root())

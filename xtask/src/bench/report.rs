@@ -432,6 +432,7 @@ fn color(set: &str, allocator: &str) -> &'static str {
         "hakmem+box-refactor" => "#f76707",
         "hakmem+fast-path" => "#ffa94d",
         "hakmem" => "#ffd8a8",
+        "hakmem+box-refactor+fast-path+bg-purge" => "#c92a2a",
         "system" => "#868e96",
         "mimalloc" => "#1c7ed6",
         "mimalloc+secure" => "#74c0fc",

@@ -33,48 +33,66 @@ pub struct Allocator {
     pub name: &'static str,
     /// The `hakmem-benches` features that select it (none: the system's).
     pub features: &'static str,
+    /// Environment its runs get (options of the same build).
+    pub env: &'static [(&'static str, &'static str)],
 }
 
-/// Every allocator, in table order: hakmem's four toggle combinations, its
-/// hardened build (to keep the cost of `secure` in view), then the
-/// references, mimalloc's own hardened build (`MI_SECURE`) among them so
-/// the two hardened builds' costs are measured side by side.
-pub const ALLOCATORS: [Allocator; 9] = [
+/// Every allocator, in table order: hakmem's four toggle combinations, the
+/// default one with the purge thread (`HAKMEM_BACKGROUND_PURGE=1`, the same
+/// binary: what the option costs or saves under load), its hardened build
+/// (to keep the cost of `secure` in view), then the references, mimalloc's
+/// own hardened build (`MI_SECURE`) among them so the two hardened builds'
+/// costs are measured side by side.
+pub const ALLOCATORS: [Allocator; 10] = [
     Allocator {
         name: "hakmem+box-refactor+fast-path",
         features: "alloc-hakmem,box-refactor,fast-path",
+        env: &[],
     },
     Allocator {
         name: "hakmem+box-refactor",
         features: "alloc-hakmem,box-refactor",
+        env: &[],
     },
     Allocator {
         name: "hakmem+fast-path",
         features: "alloc-hakmem,fast-path",
+        env: &[],
     },
     Allocator {
         name: "hakmem",
         features: "alloc-hakmem",
+        env: &[],
+    },
+    Allocator {
+        name: "hakmem+box-refactor+fast-path+bg-purge",
+        features: "alloc-hakmem,box-refactor,fast-path",
+        env: &[("HAKMEM_BACKGROUND_PURGE", "1")],
     },
     Allocator {
         name: "hakmem+box-refactor+fast-path+secure",
         features: "alloc-hakmem,box-refactor,fast-path,secure",
+        env: &[],
     },
     Allocator {
         name: "system",
         features: "",
+        env: &[],
     },
     Allocator {
         name: "mimalloc",
         features: "alloc-mimalloc",
+        env: &[],
     },
     Allocator {
         name: "mimalloc+secure",
         features: "alloc-mimalloc,mimalloc-secure",
+        env: &[],
     },
     Allocator {
         name: "jemalloc",
         features: "alloc-jemalloc",
+        env: &[],
     },
 ];
 

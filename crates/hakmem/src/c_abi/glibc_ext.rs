@@ -332,7 +332,7 @@ fn size_line(fp: *mut FILE, from: usize, to: usize, count: usize, total: usize) 
 #[no_mangle]
 pub unsafe extern "C" fn malloc_info(options: c_int, fp: *mut FILE) -> c_int {
     if options != 0 || fp.is_null() {
-        crate::set_errno(libc::EINVAL);
+        super::set_errno(libc::EINVAL);
         return -1;
     }
     let u = facade::memory_usage();

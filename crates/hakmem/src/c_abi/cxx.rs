@@ -3,7 +3,8 @@
 //!
 //! Without them libstdc++'s operators call `malloc` and `free`: an extra
 //! call layer each way, and a sized delete loses its size. Exported from
-//! libhakmem.so, they take the place of libstdc++'s.
+//! libhakmem.so, or from a Rust binary built with the `override` feature,
+//! they take the place of libstdc++'s.
 //!
 //! ## Deletes
 //! Plain functions: `free`, or the facade's `free_sized` when the size is
