@@ -75,6 +75,11 @@ size_t hakmem_stats(struct hakmem_stats *out, size_t size) HAKMEM_NOTHROW;
  * same as malloc_trim). */
 void hakmem_trim(void) HAKMEM_NOTHROW;
 
+/* Writes a heap profile (docs/PROFILING.md) to `path`, or, for NULL, to
+ * HAKMEM_PROF_FILE's next name; 0 when written, -1 when the profiler is off
+ * (HAKMEM_PROF unset) or the file could not be written. */
+int hakmem_prof_dump(const char *path) HAKMEM_NOTHROW;
+
 /* Writes the "hakmem: stats:" summary, the one HAKMEM_STATS=1 prints at
  * exit, to file descriptor `fd` (2 for stderr). */
 void hakmem_print_stats(int fd) HAKMEM_NOTHROW;

@@ -188,6 +188,7 @@ fn a_c_program_profiled_under_ld_preload() {
         .env("HAKMEM_PROF_SAMPLE", SAMPLE.to_string())
         .env("HAKMEM_PROF_SIGNAL", "1")
         .env("HAKMEM_PROF_FILE", dir.join("c.%n.heap"))
+        .env("HP_DUMP_PATH", dir.join("api.heap"))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -265,7 +266,15 @@ fn a_c_program_profiled_under_ld_preload() {
         truth["keep80"].0 + truth["keep20"].0,
         "all live bytes",
     );
-    let (exit, _) = parse(&dir.join("c.1.heap"));
+    // Then hakmem_prof_dump, at once (nothing allocated in between), to
+    // the path it was given; it takes profile number 1.
+    let (api, _) = parse(&dir.join("api.heap"));
+    within(
+        api["live_bytes"].parse().unwrap(),
+        header["live_bytes"].parse().unwrap(),
+        "live bytes in hakmem_prof_dump's profile",
+    );
+    let (exit, _) = parse(&dir.join("c.2.heap"));
     assert!(exit["alloc_bytes"].parse::<u64>().unwrap() >= header["alloc_bytes"].parse().unwrap());
     let _ = std::fs::remove_dir_all(&dir);
 }

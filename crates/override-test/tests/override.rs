@@ -17,7 +17,7 @@ extern "C" {
 }
 
 /// Every function of hakmem's C ABI (`crates/hakmem/src/c_abi`).
-const C_ABI: [&str; 45] = [
+const C_ABI: [&str; 46] = [
     "malloc",
     "free",
     "free_sized",
@@ -41,6 +41,7 @@ const C_ABI: [&str; 45] = [
     "hakmem_stats",
     "hakmem_trim",
     "hakmem_print_stats",
+    "hakmem_prof_dump",
     "hakmem_option_get",
     "hakmem_build",
     "_Znwm",

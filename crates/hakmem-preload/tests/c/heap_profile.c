@@ -4,6 +4,8 @@
  * writes the profile the test reads; the exit writes another. The program
  * then prints each site's address (for the test to find its frames) and
  * the requested sizes it allocated, one line per kind of block. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
@@ -59,6 +61,13 @@ int main(void) {
      * it, and only then is their free seen; malloc_trim empties it. */
     malloc_trim(0);
     raise(SIGUSR2);
+    /* And one through the C API, to the path the test names (looked up:
+     * under LD_PRELOAD the program links no hakmem of its own). */
+    int (*dump)(const char *) = (int (*)(const char *))dlsym(RTLD_DEFAULT, "hakmem_prof_dump");
+    if (dump == NULL || dump(getenv("HP_DUMP_PATH")) != 0) {
+        fprintf(stderr, "hakmem_prof_dump failed\n");
+        return 1;
+    }
     printf("site hp_site_keep80 %p\n", (void *)hp_site_keep80);
     printf("site hp_site_keep20 %p\n", (void *)hp_site_keep20);
     printf("site hp_site_churn %p\n", (void *)hp_site_churn);

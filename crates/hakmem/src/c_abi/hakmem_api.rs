@@ -138,6 +138,28 @@ pub extern "C" fn hakmem_trim() {
     facade::trim();
 }
 
+/// `hakmem_prof_dump(path)`: writes a heap profile (docs/PROFILING.md) to
+/// `path`, or, for a null `path`, to `HAKMEM_PROF_FILE`'s next name.
+/// Returns 0 when it was written whole, -1 when the profiler is off
+/// (`HAKMEM_PROF` unset) or the file could not be written.
+///
+/// # Safety
+/// `path` is null or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn hakmem_prof_dump(path: *const c_char) -> c_int {
+    let written = if path.is_null() {
+        facade::prof::dump_default()
+    } else {
+        // SAFETY: the caller's contract: a NUL-terminated string.
+        facade::prof::dump(unsafe { CStr::from_ptr(path) })
+    };
+    if written {
+        0
+    } else {
+        -1
+    }
+}
+
 /// `hakmem_print_stats(fd)`: writes the `hakmem: stats:` summary that
 /// `HAKMEM_STATS=1` prints at exit to file descriptor `fd` (a failed write
 /// is ignored).

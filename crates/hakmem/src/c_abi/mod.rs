@@ -267,7 +267,7 @@ pub extern "C" fn malloc_trim(_pad: size_t) -> c_int {
 
 /// Addresses of functions, for [`EXPORTS`]. Nothing reads them: the
 /// linker keeps what they point to.
-struct Exports(#[allow(dead_code)] [*const (); 45]);
+struct Exports(#[allow(dead_code)] [*const (); 46]);
 
 // SAFETY: the table is never written, and what it holds are the addresses
 // of functions, which any thread may read.
@@ -307,6 +307,7 @@ static EXPORTS: Exports = Exports([
     hakmem_api::hakmem_stats as *const (),
     hakmem_api::hakmem_trim as *const (),
     hakmem_api::hakmem_print_stats as *const (),
+    hakmem_api::hakmem_prof_dump as *const (),
     hakmem_api::hakmem_option_get as *const (),
     hakmem_api::hakmem_build as *const (),
     cxx::_Znwm as *const (),
