@@ -309,12 +309,14 @@ unsafe fn poison(p: *mut u8, span: usize) {
 /// As for [`poison`], the block readable.
 #[inline(always)]
 unsafe fn still_poisoned(p: *const u8, span: usize) -> bool {
+    if span == 0 {
+        return true;
+    }
     // SAFETY: as for `poison`.
-    span == 0
-        || unsafe {
-            p.cast::<u64>().read() == u64::from_ne_bytes([POISON; 8])
-                && chunks::all(p.add(MARK_WORD.end), span - MARK_WORD.end, POISON)
-        }
+    unsafe {
+        p.cast::<u64>().read() == u64::from_ne_bytes([POISON; 8])
+            && chunks::all(p.add(MARK_WORD.end), span - MARK_WORD.end, POISON)
+    }
 }
 
 /// Checks the poison of a block leaving the quarantine (poisoned under

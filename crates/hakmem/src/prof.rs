@@ -932,9 +932,8 @@ fn write_profile(st: &mut State, out: &mut Out, number: u64) {
     }
     out.str(MAGIC).str("\n");
     // SAFETY: getpid has no preconditions.
-    out.str("pid ")
-        .dec(unsafe { libc::getpid() } as u64)
-        .str("\n");
+    let pid = unsafe { libc::getpid() } as u64;
+    out.str("pid ").dec(pid).str("\n");
     out.str("build ").str(crate::BUILD_NAME).str("\n");
     out.str("sample_bytes ")
         .dec(MEAN.load(Ordering::Relaxed) as u64)

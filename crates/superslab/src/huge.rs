@@ -678,8 +678,13 @@ mod guarded {
         let base = h.cast::<u8>();
         // SAFETY: a live block's header is mapped; its owner (the caller)
         // alone changes `requested`.
-        let (guarded, len, offset, size) =
-            unsafe { ((*h).guarded, (*h).map_len, (*h).offset, (*h).requested) };
+        let header = unsafe { &*h };
+        let (guarded, len, offset, size) = (
+            header.guarded,
+            header.map_len,
+            header.offset,
+            header.requested,
+        );
         let room = len - page() - offset;
         if !guarded || new_size > room || new_size < size / 2 {
             return false;
