@@ -218,14 +218,16 @@ struct ThreadCache {
     /// True once this thread's bounds are 0 for sampling.
     sampling: bool,
     /// Per class, the bytes of allocations left before its next sample
-    /// point; 0 before the first is drawn.
+    /// point, less those of the blocks on its list (charged as they enter
+    /// it); 0 before the first is drawn.
     until: [usize; NUM_CLASSES],
     /// Per class, blocks of this thread's (or abandoned) slabs freed while
-    /// sampling: the lists take no frees then, and refills take these
-    /// first.
+    /// sampling when the list could take no more short of the sample
+    /// point: refills take these first.
     kept: [Outgoing; NUM_CLASSES],
-    /// The most blocks `kept` holds per class (two batches); beyond, a
-    /// free goes straight back to its slab.
+    /// The most blocks a list, and `kept`, hold per class while sampling
+    /// (two batches, the lists' bound otherwise); beyond, a free goes
+    /// straight back to its slab.
     kept_bound: [u32; NUM_CLASSES],
 }
 
@@ -266,10 +268,13 @@ impl ThreadCache {
 /// whatever came before it). The count costs the hit paths nothing: a
 /// refill puts on the list only as many blocks as the allocations that
 /// stay short of the sample point, so the allocation that reaches it
-/// misses and comes here, where `take` serves it. For the pops to be the
-/// only allocations off a list, the lists take no frees while sampling
-/// (their bounds are 0): a thread's own freed blocks wait in `kept`, on the
-/// cold path, for the next refill.
+/// misses and comes here, where `take` serves it. A freed block may enter
+/// the list too, but only through the out-of-line free (`free_sampling`:
+/// while sampling the lists' bounds are 0, so every free reaches it), which
+/// charges the countdown for the allocation that will pop it and, past the
+/// sample point, keeps the block in `kept` for the refill after the sample
+/// instead. So the pops never reach the point, however they interleave
+/// with pushes, and the thread still reuses the block it freed last.
 #[derive(Debug)]
 pub struct Sampler {
     /// Bytes to a class's next sample point (at least 1).
@@ -726,12 +731,21 @@ unsafe fn push_local(c: *mut ThreadCache, p: *mut u8, class: usize, owner: *cons
 unsafe fn free_full(c: *mut ThreadCache, p: *mut u8, class: usize, owner: *const u8) {
     // SAFETY: `c` is this thread's cache or EXITED: a shared read.
     if unsafe { (*c).lists[class].bound } == 0 {
-        // Not set up yet, or past the thread's exit.
-        // SAFETY: the caller's contract.
-        return unsafe { free_past_bound(p, class) };
+        // SAFETY: as above (the shared caches never sample).
+        if !unsafe { (*c).sampling } {
+            // Not set up yet, or past the thread's exit.
+            // SAFETY: the caller's contract.
+            return unsafe { free_past_bound(p, class) };
+        }
+        // SAFETY: a cache that samples is this thread's own; the caller's
+        // contract.
+        if unsafe { free_sampling(c, p, class) } {
+            return;
+        }
+        // No room anywhere: straight back, as into a full list.
     }
-    // SAFETY: a bound is non-zero only in a cache set up and not yet
-    // exited: this thread's own, no other reference to it alive.
+    // SAFETY: a bound is non-zero (or sampling set) only in a cache set up
+    // and not yet exited: this thread's own, no other reference to it alive.
     let k = unsafe { &mut (*c).counters[class] };
     k.drains += 1;
     k.drain_blocks += 1;
@@ -741,6 +755,43 @@ unsafe fn free_full(c: *mut ThreadCache, p: *mut u8, class: usize, owner: *const
     }
     // SAFETY: the caller's contract: `owner` is this thread's token.
     unsafe { SelectedBackend::free_own(p, owner) }
+}
+
+/// [`free_full`] while heap profiling samples (a [`Sampler`] set: the
+/// lists' bounds are 0, so every free of a block of this thread's comes
+/// here). The block goes onto its list, as it would without sampling, if
+/// the list has room (two batches) and the class's countdown allows one
+/// more allocation off the list short of the sample point: the countdown
+/// is charged when a block enters the list, by a refill or here, so that
+/// however pops and pushes interleave, the allocation that reaches the
+/// point finds the list empty. Past the point, the block waits in `kept`
+/// for the refill after the sample. False: neither had room (the caller
+/// frees it as into a full list).
+///
+/// # Safety
+/// As for [`free_full`], and `c` is this thread's own cache.
+#[inline(always)]
+unsafe fn free_sampling(c: *mut ThreadCache, p: *mut u8, class: usize) -> bool {
+    // SAFETY: the caller's contract: this thread's own cache, no other
+    // reference to it alive.
+    let c = unsafe { &mut *c };
+    let size = class_size(class);
+    let list = &mut c.lists[class];
+    if list.count() < c.kept_bound[class] && c.until[class] > size {
+        c.until[class] -= size;
+        // SAFETY: the caller gives the block up to us.
+        unsafe { push(&mut list.head, p) };
+        list.entered = list.entered.wrapping_add(1);
+        return true;
+    }
+    let k = &mut c.kept[class];
+    if k.count < c.kept_bound[class] {
+        // SAFETY: as above.
+        unsafe { push(&mut k.head, p) };
+        k.count += 1;
+        return true;
+    }
+    false
 }
 
 /// [`free_full`] of a block of an abandoned slab (apart, so that the
@@ -764,27 +815,15 @@ unsafe fn free_full_abandoned(p: *mut u8) {
 #[inline(never)]
 unsafe fn free_past_bound(p: *mut u8, class: usize) {
     // One visit to the cache: the phase, and the count if it is not fresh.
-    // While sampling (bounds 0 on a thread set up), the block is kept for
-    // the next refill while `kept` has room.
     let fresh = with_cache(|c| {
         if c.phase == Phase::Fresh {
-            return Some(true);
-        }
-        if c.sampling && c.kept[class].count < c.kept_bound[class] {
-            let k = &mut c.kept[class];
-            // SAFETY: the caller gives the block up to us.
-            unsafe { push(&mut k.head, p) };
-            k.count += 1;
-            return None;
+            return true;
         }
         let k = &mut c.counters[class];
         k.drains += 1;
         k.drain_blocks += 1;
-        Some(false)
+        false
     });
-    let Some(fresh) = fresh else {
-        return;
-    };
     if fresh {
         start_thread();
         // SAFETY: the caller's contract; the bounds are set now.
@@ -882,11 +921,28 @@ unsafe fn free_foreign(c: *mut ThreadCache, p: *mut u8, class: usize) {
 }
 
 /// Hands a class's outgoing blocks back to their slabs in one chain.
+///
+/// While heap profiling samples, the bounds are 0 and every free of
+/// another thread's block comes here: the blocks still go back a batch at
+/// a time, as without sampling, except when the block just freed is a
+/// sampled one (of a detached slab), whose free the profiler must see now.
 #[cold]
 #[inline(never)]
 fn drain_outgoing(class: usize) {
     if with_cache(|c| c.phase) == Phase::Fresh {
         start_thread();
+    }
+    let (sampling, head, count, batch) = with_cache(|c| {
+        let o = &c.outgoing[class];
+        (c.sampling, o.head, o.count, c.kept_bound[class] / 2)
+    });
+    if sampling && count <= batch {
+        // SAFETY: `head` was just freed onto the outgoing list: a block of
+        // the backend, out (not given back yet), whose slab is live.
+        let owner = unsafe { SelectedBackend::owner_of(head.cast()) };
+        if owner != hakmem_tiny_box::detached::detached_owner() {
+            return;
+        }
     }
     return_outgoing(class, false);
 }

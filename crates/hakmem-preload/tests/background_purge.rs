@@ -338,10 +338,11 @@ fn fork_while_the_purge_thread_works() {
     }
     let _serial = serial();
     // A short delay, so that the parent's thread is in a pass most of the
-    // time and forks land in the middle of passes; 30 forks, each child
-    // with 2 s to see its own thread and its RSS back.
+    // time and forks land in the middle of passes; 16 forks, each child
+    // (and its own child, a daemon's second fork) with 2 s to see its own
+    // thread and its RSS back.
     let out = run(
-        &["fork", "64", "64", "32", "30", "2000"],
+        &["fork", "64", "64", "32", "16", "2000"],
         &[
             ("HAKMEM_BACKGROUND_PURGE", "1"),
             ("HAKMEM_PURGE_DELAY_MS", "20"),

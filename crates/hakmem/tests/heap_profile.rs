@@ -82,6 +82,24 @@ pub fn hp_site_churn(scratch: &mut Vec<Vec<u8>>) -> usize {
     std::hint::black_box(t)
 }
 
+/// Allocates and frees as it goes: a ring of 8 blocks of 300 B, the oldest
+/// freed for each new one. The frees feed the fast cache's list, which the
+/// sampling countdown must charge for the allocations they serve.
+#[no_mangle]
+#[inline(never)]
+pub fn hp_site_pairs() -> usize {
+    let mut ring: [Option<Vec<u8>>; 8] = Default::default();
+    let mut t = 0;
+    for i in 0..(256 << 10) {
+        let mut v = Vec::with_capacity(300);
+        v.push(i as u8);
+        ring[i % 8] = Some(std::hint::black_box(v));
+        t += counted(300);
+    }
+    drop(ring);
+    std::hint::black_box(t)
+}
+
 /// Each of the threads' allocations: 128 B blocks, kept.
 #[no_mangle]
 #[inline(never)]
@@ -109,6 +127,7 @@ fn child_sites(dir: &Path) {
     let mut scratch = Vec::with_capacity(1 << 17);
     let t80 = hp_site_keep80(&mut keep80);
     let tc = hp_site_churn(&mut scratch);
+    let tp = hp_site_pairs();
     let t20 = hp_site_keep20(&mut keep20);
     drop(scratch);
     // Hardened builds: blocks wait in the thread's quarantine before their
@@ -119,7 +138,8 @@ fn child_sites(dir: &Path) {
     dump(&dir.join("sites.heap"));
     // The two holders are live too (large blocks, counted as asked for).
     let holders = (keep80.capacity() + keep20.capacity()) * std::mem::size_of::<Vec<u8>>();
-    println!("truth keep80 {t80} keep20 {t20} churn {tc} holders {holders}");
+    println!("truth keep80 {t80} keep20 {t20} churn {tc} pairs {tp} holders {holders}");
+    print_site("hp_site_pairs", hp_site_pairs as fn() -> usize as usize);
     print_site(
         "hp_site_keep80",
         hp_site_keep80 as fn(&mut Vec<Vec<u8>>) -> usize as usize,
@@ -414,12 +434,24 @@ fn live_bytes_by_site_and_total_allocated() {
         tc,
         "total allocated by the freeing site",
     );
-    // The freeing site leads the total-allocated view.
-    let top_alloc = p.stacks.iter().max_by_key(|s| s.alloc_bytes).unwrap();
-    assert!(
-        through(&p, sites["hp_site_churn"]).any(|s| std::ptr::eq(s, top_alloc)),
-        "the biggest stack by total allocated is not the freeing site's"
+    // Freed as it went: nothing live, its allocations all counted.
+    assert_eq!(
+        live("hp_site_pairs"),
+        0,
+        "the alloc/free site has live bytes"
     );
+    within(
+        alloc("hp_site_pairs"),
+        truth(&stdout, "pairs"),
+        "total allocated by the alloc/free site",
+    );
+    // The freeing site leads the total-allocated view, by site.
+    for other in ["hp_site_keep80", "hp_site_keep20", "hp_site_pairs"] {
+        assert!(
+            alloc("hp_site_churn") > alloc(other),
+            "{other} allocated more than the freeing site"
+        );
+    }
     let total: u64 = p.header["live_bytes"].parse().unwrap();
     within(
         total,

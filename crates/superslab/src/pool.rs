@@ -787,4 +787,51 @@ mod tests {
         assert_eq!(find_run(0b1101_1010, 2), Some(3));
         assert_eq!(find_run(USABLE_MASK, crate::MAX_RUN_SLABS), Some(1));
     }
+
+    /// The purge thread's pass: while the pool hands out slabs, a free slab
+    /// goes only after two passes free; once it is quiet, after one.
+    #[test]
+    // Under Miri: maps regions (MAP_NORESERVE, which Miri does not support).
+    #[cfg_attr(miri, ignore)]
+    fn the_purge_threads_pass_waits_a_pass_more_while_the_pool_hands_out_slabs() {
+        let purged = || crate::stats::snapshot().slabs_purged;
+        let held = alloc_slab().unwrap();
+        // A slab freed before the run, where the next single slab goes
+        // (first fit), so that the grant below does not take one of the
+        // run's slabs.
+        let spacer = alloc_slab().unwrap();
+        let a = alloc_run(4).unwrap();
+        // SAFETY: ours, given back once, never touched again.
+        unsafe {
+            free_run(spacer.slab);
+            free_run(a.slab);
+        }
+        // Slabs were handed out since the last pass: marks only.
+        let p0 = purged();
+        purge_aged(true);
+        assert_eq!(purged(), p0, "purged at the first pass");
+        // Another slab handed out: the pool is busy, the run free over one
+        // pass only stays.
+        let busy = alloc_slab().unwrap();
+        purge_aged(true);
+        assert_eq!(purged(), p0, "purged after one pass while busy");
+        // Quiet since: it goes.
+        purge_aged(true);
+        assert_eq!(purged(), p0 + 4, "not purged once quiet");
+        // Quiet all along: free over one pass is enough.
+        let b = alloc_run(3).unwrap();
+        purge_aged(true);
+        // SAFETY: ours, given back once.
+        unsafe { free_run(b.slab) };
+        let p1 = purged();
+        purge_aged(true);
+        assert_eq!(purged(), p1, "purged at the pass that saw it free first");
+        purge_aged(true);
+        assert_eq!(purged(), p1 + 3, "not purged after a quiet pass");
+        // SAFETY: ours, given back once.
+        unsafe {
+            free_run(busy.slab);
+            free_run(held.slab);
+        }
+    }
 }
