@@ -19,10 +19,14 @@
 //! directory per feature set, release profile); the programs run one at a
 //! time (a lock), since the figures are timings on a shared machine.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use common::{have, library};
 
 /// The purge delay the programs run with (the default).
 const DELAY_MS: u64 = 100;
@@ -38,95 +42,10 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The features this test was compiled with, as cargo arguments, and the
-/// build name the library reports for them.
-fn features() -> (String, String) {
-    let mut list = Vec::new();
-    for (on, name) in [
-        (cfg!(feature = "box-refactor"), "box-refactor"),
-        (cfg!(feature = "fast-path"), "fast-path"),
-        (cfg!(feature = "secure"), "secure"),
-    ] {
-        if on {
-            list.push(name);
-        }
-    }
-    let name = std::iter::once("hakmem")
-        .chain(list.iter().copied())
-        .collect::<Vec<_>>()
-        .join("+");
-    if cfg!(feature = "initial-exec-tls") {
-        list.push("initial-exec-tls");
-    }
-    (list.join(","), name)
-}
-
-fn target_dir() -> PathBuf {
-    // <target>/debug/deps/background_purge-<hash>
-    let exe = std::env::current_exe().unwrap();
-    exe.ancestors().nth(3).unwrap().join("preload-tests")
-}
-
-/// libhakmem.so in the release profile, built once (or
-/// `HAKMEM_PRELOAD_LIB`).
-fn library() -> &'static Path {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        if let Some(lib) = std::env::var_os("HAKMEM_PRELOAD_LIB") {
-            return PathBuf::from(lib);
-        }
-        let (features, _) = features();
-        let dir = target_dir().join(format!("hakmem+{}", features.replace(',', "+")));
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "hakmem-preload",
-            "--no-default-features",
-        ]);
-        if !features.is_empty() {
-            cmd.args(["--features", &features]);
-        }
-        let status = cmd
-            .arg("--target-dir")
-            .arg(&dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building libhakmem.so failed");
-        let lib = dir.join("release").join("libhakmem.so");
-        assert!(lib.exists(), "{lib:?} was not built");
-        lib
-    })
-}
-
-fn have_cc() -> bool {
-    Command::new("sh")
-        .args(["-c", "command -v cc"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// `tests/c/idle_purge.c`, compiled once.
 fn program() -> &'static Path {
     static EXE: OnceLock<PathBuf> = OnceLock::new();
-    EXE.get_or_init(|| {
-        let dir = target_dir().join(features().1).join("programs");
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = dir.join("idle_purge");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/idle_purge.c");
-        let status = Command::new("cc")
-            .args(["-O1", "-pthread", "-o"])
-            .arg(&out)
-            .arg(src)
-            .status()
-            .expect("cc runs");
-        assert!(status.success(), "compiling idle_purge.c failed");
-        out
-    })
+    EXE.get_or_init(|| common::program("idle_purge.c", "cc", &["-pthread"]))
 }
 
 /// Runs the program under the library with `HAKMEM_STATS=1`, the options
@@ -227,7 +146,7 @@ fn watches(stdout: &str) -> Vec<Watch> {
 
 #[test]
 fn with_the_option_on_an_idle_process_gives_its_memory_back_within_two_delays() {
-    if !have_cc() {
+    if !have("cc") {
         eprintln!("cc not found: skipped");
         return;
     }
@@ -282,7 +201,7 @@ fn with_the_option_on_an_idle_process_gives_its_memory_back_within_two_delays() 
 
 #[test]
 fn with_the_option_off_no_thread_is_ever_created() {
-    if !have_cc() {
+    if !have("cc") {
         eprintln!("cc not found: skipped");
         return;
     }
@@ -315,7 +234,7 @@ fn with_the_option_off_no_thread_is_ever_created() {
 
 #[test]
 fn a_program_that_ends_quickly_gets_no_thread() {
-    if !have_cc() {
+    if !have("cc") {
         eprintln!("cc not found: skipped");
         return;
     }
@@ -332,7 +251,7 @@ fn a_program_that_ends_quickly_gets_no_thread() {
 
 #[test]
 fn fork_while_the_purge_thread_works() {
-    if !have_cc() {
+    if !have("cc") {
         eprintln!("cc not found: skipped");
         return;
     }
@@ -359,7 +278,7 @@ fn fork_while_the_purge_thread_works() {
 
 #[test]
 fn a_sandbox_that_refuses_threads_gets_one_attempt_and_no_thread() {
-    if !have_cc() {
+    if !have("cc") {
         eprintln!("cc not found: skipped");
         return;
     }

@@ -9,79 +9,17 @@
 //! The library is built as `preload.rs` builds it (its own target
 //! directory per feature set, release profile).
 
+mod common;
+
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
+
+use common::{have, library, program, target_dir};
 
 /// The mean sampling interval of the run (512 KiB by default): thousands
 /// of samples, so that the estimates' spread is a few percent.
 const SAMPLE: usize = 8 << 10;
-
-/// The features this test was compiled with, as cargo arguments.
-fn features() -> String {
-    let mut list = Vec::new();
-    for (on, name) in [
-        (cfg!(feature = "box-refactor"), "box-refactor"),
-        (cfg!(feature = "fast-path"), "fast-path"),
-        (cfg!(feature = "secure"), "secure"),
-        (cfg!(feature = "initial-exec-tls"), "initial-exec-tls"),
-    ] {
-        if on {
-            list.push(name);
-        }
-    }
-    list.join(",")
-}
-
-fn target_dir() -> PathBuf {
-    // <target>/debug/deps/heap_profile-<hash>
-    let exe = std::env::current_exe().unwrap();
-    exe.ancestors().nth(3).unwrap().join("preload-tests")
-}
-
-/// libhakmem.so in the release profile, built once (or
-/// `HAKMEM_PRELOAD_LIB`).
-fn library() -> &'static Path {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        if let Some(lib) = std::env::var_os("HAKMEM_PRELOAD_LIB") {
-            return PathBuf::from(lib);
-        }
-        let features = features();
-        let dir = target_dir().join(format!("hakmem+{}", features.replace(',', "+")));
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "hakmem-preload",
-            "--no-default-features",
-        ]);
-        if !features.is_empty() {
-            cmd.args(["--features", &features]);
-        }
-        let status = cmd
-            .arg("--target-dir")
-            .arg(&dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building libhakmem.so failed");
-        let lib = dir.join("release").join("libhakmem.so");
-        assert!(lib.exists(), "{lib:?} was not built");
-        lib
-    })
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 /// The block size hakmem gives a small request (its size class; hardened
 /// builds add the slack canary's bytes first): what the profile counts.
@@ -174,14 +112,7 @@ fn a_c_program_profiled_under_ld_preload() {
     let dir = target_dir().join(format!("heap-profile-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let exe = dir.join("heap_profile");
-    let status = Command::new("cc")
-        .args(["-O1", "-g", "-o"])
-        .arg(&exe)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/heap_profile.c"))
-        .status()
-        .expect("cc runs");
-    assert!(status.success(), "compiling heap_profile.c failed");
+    let exe = program("heap_profile.c", "cc", &["-g"]);
     let out = Command::new(&exe)
         .env("LD_PRELOAD", library())
         .env("HAKMEM_PROF", "1")

@@ -19,121 +19,12 @@
 //! A test whose tool (python3, git, gcc, cc, c++, nm) is missing prints a note
 //! and passes.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
-/// A cargo profile the library is built with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Profile {
-    Release,
-    Dev,
-}
-
-/// The features this test was compiled with, as cargo arguments, and the
-/// build name the library reports for them (the facade's `BUILD_NAME`).
-fn features() -> (String, String) {
-    let mut list = Vec::new();
-    if cfg!(feature = "box-refactor") {
-        list.push("box-refactor");
-    }
-    if cfg!(feature = "fast-path") {
-        list.push("fast-path");
-    }
-    if cfg!(feature = "secure") {
-        list.push("secure");
-    }
-    let name_parts = list.clone();
-    // Not part of the build's name: how thread-locals are reached.
-    if cfg!(feature = "initial-exec-tls") {
-        list.push("initial-exec-tls");
-    }
-    let name = std::iter::once("hakmem")
-        .chain(name_parts.iter().copied())
-        .collect::<Vec<_>>()
-        .join("+");
-    (list.join(","), name)
-}
-
-fn target_dir() -> PathBuf {
-    // <target>/debug/deps/preload-<hash>
-    let exe = std::env::current_exe().unwrap();
-    exe.ancestors().nth(3).unwrap().join("preload-tests")
-}
-
-/// Builds libhakmem.so (once per profile) and returns its path.
-fn library_of(profile: Profile) -> &'static Path {
-    static LIBS: [OnceLock<PathBuf>; 2] = [OnceLock::new(), OnceLock::new()];
-    LIBS[profile as usize].get_or_init(|| {
-        if let Some(lib) = std::env::var_os("HAKMEM_PRELOAD_LIB") {
-            let lib = PathBuf::from(lib);
-            assert!(lib.exists(), "HAKMEM_PRELOAD_LIB={lib:?} does not exist");
-            return lib;
-        }
-        let (features, _) = features();
-        // One target directory per feature set (the TLS model included).
-        // (`cargo xtask test`'s C smoke test loads the default one from
-        // `hakmem+box-refactor+fast-path+initial-exec-tls`.)
-        let dir = target_dir().join(format!("hakmem+{}", features.replace(',', "+")));
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "hakmem-preload",
-            "--no-default-features",
-        ]);
-        if !features.is_empty() {
-            cmd.args(["--features", &features]);
-        }
-        if profile == Profile::Release {
-            cmd.arg("--release");
-        }
-        let status = cmd
-            .arg("--target-dir")
-            .arg(&dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building libhakmem.so failed");
-        let sub = match profile {
-            Profile::Release => "release",
-            Profile::Dev => "debug",
-        };
-        let lib = dir.join(sub).join("libhakmem.so");
-        assert!(lib.exists(), "{lib:?} was not built");
-        lib
-    })
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Compiles `tests/c/<src>` with `compiler` (once per name).
-fn program(src: &str, compiler: &str, extra: &[&str]) -> PathBuf {
-    let dir = target_dir().join(features().1).join("programs");
-    std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join(src.replace('.', "_"));
-    let status = Command::new(compiler)
-        .arg("-O1")
-        .arg("-o")
-        .arg(&out)
-        .arg(
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/c")
-                .join(src),
-        )
-        .args(extra)
-        .status()
-        .expect("the compiler runs");
-    assert!(status.success(), "compiling {src} failed");
-    out
-}
+use common::{features, have, library_of, program, target_dir, Profile};
 
 fn run(cmd: &mut Command, preload: bool) -> Output {
     run_with(cmd, preload.then_some(Profile::Release))
