@@ -929,13 +929,23 @@ unsafe fn free_foreign(c: *mut ThreadCache, p: *mut u8, class: usize) {
 #[cold]
 #[inline(never)]
 fn drain_outgoing(class: usize) {
-    if with_cache(|c| c.phase) == Phase::Fresh {
-        start_thread();
-    }
-    let (sampling, head, count, batch) = with_cache(|c| {
+    // One visit to the cache, unless the thread is not set up yet.
+    let look = |c: &mut ThreadCache| {
         let o = &c.outgoing[class];
-        (c.sampling, o.head, o.count, c.kept_bound[class] / 2)
-    });
+        (
+            c.phase,
+            c.sampling,
+            o.head,
+            o.count,
+            c.kept_bound[class] / 2,
+        )
+    };
+    let mut seen = with_cache(look);
+    if seen.0 == Phase::Fresh {
+        start_thread();
+        seen = with_cache(look);
+    }
+    let (_, sampling, head, count, batch) = seen;
     if sampling && count <= batch {
         // SAFETY: `head` was just freed onto the outgoing list: a block of
         // the backend, out (not given back yet), whose slab is live.
