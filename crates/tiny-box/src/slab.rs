@@ -273,7 +273,55 @@ impl SlabMeta {
             out.len += n;
             self.used.set(used + n as u32);
         }
-        while out.len < max {
+        if out.len < max {
+            n += self.carve_fresh(out, max - out.len);
+        }
+        n
+    }
+
+    /// Moves up to `want` blocks of the slab's never-used part into `out`;
+    /// returns how many. Holder only; the local free list is empty.
+    ///
+    /// The blocks are consecutive, so they are linked in one pass of plain
+    /// stores, lowest address first, and handed out in address order: a
+    /// thread building a collection then writes memory front to back (the
+    /// prefetcher's case). Taken one at a time through `take_one` the
+    /// carve cost 11 instructions a block, the offset multiplied and the
+    /// slab's counters stored anew for each.
+    #[cfg(not(feature = "secure"))]
+    fn carve_fresh(&self, out: &mut Chain, want: usize) -> usize {
+        let fresh = self.fresh_next.get();
+        let n = (self.capacity - fresh).min(want as u32);
+        if n == 0 {
+            return 0;
+        }
+        let size = class_size(self.class());
+        let first = self.fresh_block(fresh);
+        let mut b = first;
+        for _ in 1..n {
+            // SAFETY: blocks `fresh..fresh + n` lie inside the slab
+            // (`fresh + n <= capacity`), unused: ours to link.
+            unsafe {
+                let next = b.byte_add(size);
+                Block::set_next(b, next);
+                b = next;
+            }
+        }
+        // SAFETY: `b` is the last of them.
+        unsafe { Block::set_next(b, out.head) };
+        out.head = first;
+        out.len += n as usize;
+        self.fresh_next.set(fresh + n);
+        self.used.set(self.used.get() + n);
+        n as usize
+    }
+
+    /// Hardened builds hand fresh blocks out in a shuffled order
+    /// (`fresh_block`'s window and colour), so they are taken one by one.
+    #[cfg(feature = "secure")]
+    fn carve_fresh(&self, out: &mut Chain, want: usize) -> usize {
+        let mut n = 0;
+        while n < want {
             let b = self.take_one();
             if b.is_null() {
                 break;
