@@ -15,7 +15,10 @@
 //! - **past the bound**: a free into a full list (its bound: two full
 //!   batches) goes straight back to its slab through [`SmallBackend::free`],
 //!   as on the box path alone; a bulk free then touches each block once
-//!   (batched drains walked each drained block a second time, cold).
+//!   (batched drains walked each drained block a second time, cold). A
+//!   list that overflowed and then ran empty between two refills doubles
+//!   its bound, up to [`grown_bound_of`] (see `grow_bound`); `trim` and the
+//!   thread's exit reset it.
 //! - **foreign blocks**: a freed block whose slab another live thread
 //!   allocates from (its [`SmallBackend::owner_of`] is neither null nor this
 //!   thread's token) is never
@@ -205,7 +208,8 @@ struct ThreadCache {
     /// Blocks the next refill of each class asks for; 0 before the class's
     /// first refill in this thread. Read on the refill path only.
     next_batch: [u32; NUM_CLASSES],
-    /// Cold-path counters (`hits` lives in the lists).
+    /// Cold-path counters (`hits` lives in the lists; frees past a full
+    /// list in `full_frees`).
     counters: [ClassStats; NUM_CLASSES],
     phase: Phase,
     /// The thread's owner token in tiny-box ([`SmallBackend::owner_token`]),
@@ -229,6 +233,14 @@ struct ThreadCache {
     /// (two batches, the lists' bound otherwise); beyond, a free goes
     /// straight back to its slab.
     kept_bound: [u32; NUM_CLASSES],
+    /// Per class, frees that found the list full (each went straight back
+    /// to its slab): a drain of one block each in the statistics. Kept
+    /// apart from `counters` so that the free that counts it writes one
+    /// counter, and so that a refill can tell the list overflowed since
+    /// the class's last refill (see [`grow_bound`]).
+    full_frees: [u64; NUM_CLASSES],
+    /// Per class, `full_frees` at the class's last refill.
+    full_frees_at_refill: [u64; NUM_CLASSES],
 }
 
 impl ThreadCache {
@@ -255,6 +267,8 @@ impl ThreadCache {
             count: 0,
         }; NUM_CLASSES],
         kept_bound: [0; NUM_CLASSES],
+        full_frees: [0; NUM_CLASSES],
+        full_frees_at_refill: [0; NUM_CLASSES],
     };
 }
 
@@ -335,10 +349,45 @@ pub fn first_batch_of(class: usize) -> usize {
     (full / SLOW_START_DIVISOR).max(2).min(full)
 }
 
-/// The bound of `class`'s list: two full batches.
+/// The bound of `class`'s list when its thread starts: two full batches.
 #[inline]
 pub fn bound_of(class: usize) -> usize {
     2 * batch_of(class)
+}
+
+/// Bytes a class's list may grow to hold (see [`grow_bound`]): 256 KiB, so
+/// sixteen blocks of the 16 KiB class. (c-random in 2 threads, paired:
+/// 128 KiB gained 1.1x, 256 KiB 1.35x, 512 KiB no more than 256.)
+pub const GROWN_BOUND_BYTES: usize = 256 << 10;
+
+/// The most blocks `class`'s list may grow to hold: [`GROWN_BOUND_BYTES`]
+/// worth, at most two batches of `HAKMEM_FAST_MAX_BATCH`, and never less
+/// than [`bound_of`].
+#[inline]
+pub fn grown_bound_of(class: usize) -> usize {
+    let most = 2 * hakmem_superslab::options::get().fast_max_batch.max(2);
+    (GROWN_BOUND_BYTES / class_size(class))
+        .min(most)
+        .max(bound_of(class))
+}
+
+/// A list that both ran empty (this refill) and overflowed since the
+/// class's last refill swings wider than its bound: a thread whose live
+/// blocks of the class go up and down by more than the bound (random
+/// sizes replaced at random: c-random's 4-16 KiB classes, bound 4-16
+/// blocks, refilled on 3-10% of their allocations) pays a refill and a
+/// straight free for every swing. Such a list's bound doubles, up to
+/// [`grown_bound_of`], and its refills bring half the bound. Only the
+/// cold paths see it: the free past a full list counts itself
+/// (`full_frees`) and the refill compares. The bound goes back to
+/// [`bound_of`] when the thread's cache is flushed (`trim`) and at its exit.
+fn grow_bound(c: &mut ThreadCache, class: usize) {
+    let overflowed = c.full_frees[class] != c.full_frees_at_refill[class];
+    c.full_frees_at_refill[class] = c.full_frees[class];
+    let list = &mut c.lists[class];
+    if overflowed && list.bound != 0 {
+        list.bound = (2 * list.bound).min(grown_bound_of(class) as u32);
+    }
 }
 
 /// Runs `f` on the calling thread's cache (the cold paths' way in).
@@ -746,9 +795,7 @@ unsafe fn free_full(c: *mut ThreadCache, p: *mut u8, class: usize, owner: *const
     }
     // SAFETY: a bound is non-zero (or sampling set) only in a cache set up
     // and not yet exited: this thread's own, no other reference to it alive.
-    let k = unsafe { &mut (*c).counters[class] };
-    k.drains += 1;
-    k.drain_blocks += 1;
+    unsafe { (*c).full_frees[class] += 1 };
     if owner.is_null() {
         // SAFETY: the caller's contract: a block of an abandoned slab.
         return unsafe { free_full_abandoned(p) };
@@ -1005,8 +1052,12 @@ fn refill_and_take(class: usize) -> *mut u8 {
     if let Some(s) = sampler() {
         return refill_sampled(class, s);
     }
+    let refills = with_cache(|c| {
+        grow_bound(c, class);
+        c.counters[class].refills
+    });
     let want = next_want(class);
-    let whole = want * whole_factor(with_cache(|c| c.counters[class].refills));
+    let whole = want * whole_factor(refills);
     let mut chain = SelectedBackend::refill_whole(class, want, whole);
     let token = SelectedBackend::owner_token();
     with_cache(|c| {
@@ -1035,7 +1086,7 @@ fn refill_and_take(class: usize) -> *mut u8 {
 /// (see [`first_batch_of`]), doubling up to [`batch_of`].
 fn next_want(class: usize) -> usize {
     with_cache(|c| {
-        let full = batch_of(class);
+        let full = batch_of(class).max(c.lists[class].bound as usize / 2);
         let want = match c.next_batch[class] as usize {
             0 => first_batch_of(class),
             n => n.min(full),
@@ -1189,9 +1240,19 @@ fn start_thread() {
 }
 
 /// Hands every cached block of the calling thread back to tiny-box. The
-/// cache stays usable.
+/// cache stays usable; lists that had grown (see [`grow_bound`]) start
+/// again from their first bound.
 pub fn flush_thread() {
     flush(false);
+    with_cache(|c| {
+        if c.phase == Phase::Active && !c.sampling {
+            for (class, list) in c.lists.iter_mut().enumerate() {
+                list.bound = bound_of(class) as u32;
+            }
+            // Overflows before the flush say nothing of the lists after it.
+            c.full_frees_at_refill = c.full_frees;
+        }
+    });
 }
 
 /// Hands every cached block back, counting them as drained or (at thread
@@ -1233,8 +1294,10 @@ fn flush(at_exit: bool) {
 fn thread_stats() -> [ClassStats; NUM_CLASSES] {
     with_cache(|c| {
         let mut out = c.counters;
-        for (o, l) in out.iter_mut().zip(c.lists.iter()) {
+        for ((o, l), &full) in out.iter_mut().zip(c.lists.iter()).zip(c.full_frees.iter()) {
             o.hits = l.hits;
+            o.drains += full;
+            o.drain_blocks += full;
         }
         out
     })
@@ -1317,6 +1380,8 @@ extern "C" fn on_thread_exit(_: *mut libc::c_void) {
             list.set_count(0);
         }
         c.counters = [ClassStats::ZERO; NUM_CLASSES];
+        c.full_frees = [0; NUM_CLASSES];
+        c.full_frees_at_refill = [0; NUM_CLASSES];
         c.next_batch = [0; NUM_CLASSES];
         c.phase = Phase::Exited;
         c.owner = ptr::null();

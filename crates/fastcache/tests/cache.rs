@@ -5,7 +5,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::thread;
 
 use hakmem_fastcache::{
-    batch_of, bound_of, cached_counts, first_batch_of, flush_thread, outgoing_counts,
+    batch_of, bound_of, cached_counts, first_batch_of, flush_thread, grown_bound_of,
+    outgoing_counts,
 };
 use hakmem_tiny_box::{class_size, SelectedBackend, SmallBackend, NUM_CLASSES};
 use proptest::prelude::*;
@@ -104,6 +105,58 @@ fn a_list_past_its_bound_drains_down_to_one_batch() {
             );
         }
         assert!(cached_counts()[class] as usize >= batch_of(class));
+    })
+    .join()
+    .unwrap();
+}
+
+/// Allocates `n` blocks of `class`, then frees them all; returns the
+/// blocks the list holds afterwards.
+fn swing(class: usize, n: usize) -> usize {
+    let blocks: Vec<*mut u8> = (0..n).map(|_| hakmem_fastcache::alloc(class)).collect();
+    assert!(blocks.iter().all(|p| !p.is_null()));
+    for p in blocks {
+        // SAFETY: live blocks of this class, freed once.
+        unsafe { hakmem_fastcache::free(p, class) };
+    }
+    cached_counts()[class] as usize
+}
+
+#[test]
+fn a_list_that_swings_past_its_bound_grows_to_its_cap_and_trim_resets_it() {
+    let _g = serial();
+    thread::spawn(|| {
+        let class = NUM_CLASSES - 1; // the largest class: a bound of 4 blocks
+        let (bound, cap) = (bound_of(class), grown_bound_of(class));
+        assert!(bound < cap, "{bound} {cap}");
+        // Each swing empties the list (refills) and overflows it (frees
+        // straight back): the bound doubles at the refill after each.
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            held.push(swing(class, cap + bound));
+        }
+        assert_eq!(held[0], bound, "grew before any overflow: {held:?}");
+        assert_eq!(
+            *held.last().unwrap(),
+            cap,
+            "never reached the cap: {held:?}"
+        );
+        assert!(held.iter().all(|&h| h <= cap), "past the cap: {held:?}");
+        // trim: the list is emptied and starts from its first bound again.
+        flush_thread();
+        assert_eq!(cached_counts()[class], 0);
+        assert_eq!(swing(class, cap), bound);
+
+        // A list that swings within its bound keeps it.
+        let small = 3;
+        for _ in 0..8 {
+            assert!(swing(small, bound_of(small) / 2) <= bound_of(small));
+        }
+        flush_thread();
+        for _ in 0..4 {
+            swing(small, bound_of(small) / 2);
+        }
+        assert!(swing(small, bound_of(small) + 1) <= bound_of(small));
     })
     .join()
     .unwrap();

@@ -29,7 +29,7 @@ pub struct Options {
     /// `HAKMEM_FAST_BATCH_BYTES`: bytes one fast-cache refill aims at.
     pub fast_batch_bytes: usize,
     /// `HAKMEM_FAST_MAX_BATCH`: the most blocks in one refill (a list's
-    /// bound is two batches).
+    /// first bound is two batches, a grown one at most twice this).
     pub fast_max_batch: usize,
     /// `HAKMEM_PURGE_THRESHOLD`: the most bytes of free slabs kept
     /// resident at any moment; past it, freed slabs are purged with
