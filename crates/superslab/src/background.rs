@@ -289,7 +289,7 @@ fn pass() -> Left {
         let f = unsafe { core::mem::transmute::<usize, fn() -> bool>(sweep) };
         f()
     };
-    let huge_left = huge::decay();
+    let huge_left = huge::decay(true);
     let pool_left = pool::purge_aged(true);
     PASS.unlock();
     stats::add(&COUNTERS.purge_passes, 1);

@@ -96,6 +96,12 @@ struct Cache {
     total: usize,
     /// Bit i set: slot i was already cached at the last decay pass.
     aged: u32,
+    /// Bit i set: slot i was already cached at the last two passes.
+    aged2: u32,
+    /// Mappings taken out of the cache for reuse, ever (wrapping).
+    takes: u32,
+    /// `takes` at the purge thread's last pass.
+    takes_at_pass: u32,
     /// Hardened builds: freed mappings (base, length), inaccessible, that
     /// wait here before they may be cached or unmapped; a ring.
     quarantine: [(usize, usize); QUARANTINE_SLOTS],
@@ -118,16 +124,23 @@ unsafe impl Sync for Shared {}
 
 static SHARED: Shared = Shared {
     lock: RawLock::new(),
-    cache: core::cell::UnsafeCell::new(Cache {
+    cache: core::cell::UnsafeCell::new(Cache::EMPTY),
+};
+
+impl Cache {
+    const EMPTY: Self = Self {
         slots: [(0, 0); CACHE_SLOTS],
         total: 0,
         aged: 0,
+        aged2: 0,
+        takes: 0,
+        takes_at_pass: 0,
         quarantine: [(0, 0); QUARANTINE_SLOTS],
         quarantine_next: 0,
         quarantine_aged: 0,
         quarantine_purged: 0,
-    }),
-};
+    };
+}
 
 fn with_cache<R>(f: impl FnOnce(&mut Cache) -> R) -> R {
     SHARED.lock.with(|| {
@@ -302,13 +315,7 @@ fn cache_take(len: usize) -> Option<*mut u8> {
                 best = Some(i);
             }
         }
-        best.map(|i| {
-            let (base, l) = c.slots[i];
-            c.slots[i] = (0, 0);
-            c.aged &= !(1 << i);
-            c.total -= l;
-            base as *mut u8
-        })
+        best.map(|i| c.take_slot(i) as *mut u8)
     })
 }
 
@@ -391,9 +398,7 @@ fn cache_or_unmap(h: *mut HugeHeader, len: usize) {
             let free_slot = c.slots.iter().position(|s| s.0 == 0);
             match free_slot {
                 Some(i) if c.total + len <= CACHE_MAX_TOTAL => {
-                    c.slots[i] = (h as usize, len);
-                    c.aged &= !(1 << i);
-                    c.total += len;
+                    c.put_slot(i, h as usize, len);
                     true
                 }
                 _ => false,
@@ -474,25 +479,61 @@ pub fn release_cached() {
 }
 
 /// A decay pass (see [`crate::pool::decay`]): mappings that were already
-/// cached at the previous pass go back to the OS; the rest are marked. In
-/// hardened builds, the pages of quarantined mappings that were there at
-/// the previous pass are purged too. True when mappings are left that a
-/// later pass gives back (or purges).
-pub(crate) fn decay() -> bool {
+/// cached at the previous pass go back to the OS; the rest are marked. The
+/// purge thread's pass (`thread`) is lazier while the program reuses huge
+/// mappings, as it is with slabs (`pool::purge_aged`): when a mapping was
+/// taken from the cache since its last pass, only those cached over two
+/// passes go (a program that frees and allocates a huge buffer every
+/// purge delay or so keeps its mapping instead of a `munmap` and a `mmap`
+/// and page faults each time); once no mapping is taken, those of one
+/// pass go too. In hardened builds, the pages of quarantined mappings that
+/// were there at the previous pass are purged too. True when mappings are
+/// left that a later pass gives back (or purges).
+pub(crate) fn decay(thread: bool) -> bool {
     #[cfg(feature = "secure")]
     purge_quarantine();
-    release_where(|c| {
-        let occupied = c
+    release_where(|c| c.ripe_slots(thread));
+    has_pending()
+}
+
+impl Cache {
+    /// Empties slot `i` for reuse of its mapping; returns the mapping's base.
+    fn take_slot(&mut self, i: usize) -> usize {
+        let (base, len) = self.slots[i];
+        self.slots[i] = (0, 0);
+        self.aged &= !(1 << i);
+        self.aged2 &= !(1 << i);
+        self.takes = self.takes.wrapping_add(1);
+        self.total -= len;
+        base
+    }
+
+    /// Caches the mapping at `base` (`len` bytes) in the empty slot `i`.
+    fn put_slot(&mut self, i: usize, base: usize, len: usize) {
+        self.slots[i] = (base, len);
+        self.aged &= !(1 << i);
+        self.aged2 &= !(1 << i);
+        self.total += len;
+    }
+
+    /// The slots a decay pass gives back (see [`decay`]), the ages of the
+    /// others moved on by the pass.
+    fn ripe_slots(&mut self, thread: bool) -> u32 {
+        let occupied = self
             .slots
             .iter()
             .enumerate()
             .filter(|(_, s)| s.0 != 0)
             .fold(0u32, |m, (i, _)| m | 1 << i);
-        let old = c.aged & occupied;
-        c.aged = occupied & !old;
-        old
-    });
-    has_pending()
+        let busy = thread && self.takes != self.takes_at_pass;
+        if thread {
+            self.takes_at_pass = self.takes;
+        }
+        let ripe = if busy { self.aged2 } else { self.aged } & occupied;
+        self.aged2 = self.aged & occupied & !ripe;
+        self.aged = occupied & !ripe;
+        ripe
+    }
 }
 
 /// True when the cache holds a mapping (or, in hardened builds, the
@@ -548,6 +589,7 @@ fn release_where(pick: impl FnOnce(&mut Cache) -> u32) {
             }
         }
         c.aged &= !mask;
+        c.aged2 &= !mask;
     });
     for (base, len) in taken {
         if base != 0 {
@@ -774,5 +816,52 @@ mod guarded {
             .write_stderr();
         // SAFETY: abort has no preconditions and never returns.
         unsafe { libc::abort() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A decay pass over `c`: the slots it gives back, emptied as
+    /// `release_where` empties them.
+    fn pass(c: &mut Cache, thread: bool) -> u32 {
+        let ripe = c.ripe_slots(thread);
+        for i in 0..CACHE_SLOTS {
+            if ripe & 1 << i != 0 {
+                c.total -= c.slots[i].1;
+                c.slots[i] = (0, 0);
+            }
+        }
+        ripe
+    }
+
+    /// The purge thread's pass keeps a cached mapping one pass more while
+    /// mappings are taken from the cache; once none is, it goes after one
+    /// pass, as the slow paths' passes always do.
+    #[test]
+    fn the_purge_threads_pass_keeps_cached_mappings_a_pass_more_while_they_are_reused() {
+        let mut c = Cache::EMPTY;
+        c.put_slot(0, 0x10_0000, 4 << 20);
+        c.put_slot(1, 0x20_0000, 6 << 20);
+        assert_eq!(pass(&mut c, true), 0, "cached since this pass: kept");
+        // A mapping taken between two passes: the pool is busy.
+        c.take_slot(0);
+        assert_eq!(pass(&mut c, true), 0, "went after one pass while busy");
+        c.put_slot(0, 0x10_0000, 4 << 20);
+        c.take_slot(0);
+        assert_eq!(pass(&mut c, true), 1 << 1, "kept past two passes");
+        // Quiet: one pass is enough.
+        c.put_slot(0, 0x10_0000, 4 << 20);
+        assert_eq!(pass(&mut c, true), 0, "went in the pass it was cached in");
+        assert_eq!(pass(&mut c, true), 1 << 0, "kept past a quiet pass");
+        assert_eq!(c.total, 0);
+
+        // The slow paths' passes: one pass, busy or not.
+        c.put_slot(2, 0x30_0000, 4 << 20);
+        c.put_slot(3, 0x40_0000, 4 << 20);
+        assert_eq!(pass(&mut c, false), 0);
+        c.take_slot(3);
+        assert_eq!(pass(&mut c, false), 1 << 2);
     }
 }

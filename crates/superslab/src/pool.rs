@@ -552,7 +552,7 @@ pub fn decay() {
     {
         return; // another thread runs this pass
     }
-    crate::huge::decay();
+    crate::huge::decay(false);
     purge_aged(false);
 }
 

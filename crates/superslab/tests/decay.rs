@@ -1,6 +1,8 @@
 //! Decay: a free slab that stays unused from one decay pass to the next is
 //! purged at the second; one taken again in between is not. Cached huge
-//! mappings go back to the OS the same way. Alone in its
+//! mappings go back to the OS the same way (on the slow paths' passes; the
+//! purge thread's waits a pass more while mappings are reused: huge.rs's
+//! unit test). Alone in its
 //! test binary: it reasons about the whole pool and the pass clock.
 
 use std::time::Duration;
