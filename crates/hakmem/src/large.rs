@@ -43,6 +43,19 @@ pub(crate) fn alloc(size: usize, align: usize, zeroed: bool) -> *mut u8 {
     } else if zeroed && !fresh {
         // SAFETY: the block is ours and at least `size` bytes long.
         unsafe { ptr::write_bytes(p, 0, size) };
+    } else if !fresh {
+        // A run starts at a slab's start, where a small block may have
+        // been freed: its second word may still hold that block's free
+        // mark, the complement of this very address. Bytes the program
+        // never writes are copied by `realloc` all the same, and a copy
+        // of this word into a later small block at this address (a run
+        // grown into a huge block, shrunk back into a small block where
+        // the run was) made that block look free: its free was refused
+        // (`mixed`, 1 run in 20 without the fast cache). One store, on a
+        // line the program's first write touches anyway. (Huge blocks
+        // are mappings no small block ever lived in.)
+        // SAFETY: the block is ours, at least a slab long.
+        unsafe { hakmem_tiny_box::free_mark::mark_allocated(p) };
     }
     p
 }
