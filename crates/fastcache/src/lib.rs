@@ -237,7 +237,7 @@ struct ThreadCache {
     /// to its slab): a drain of one block each in the statistics. Kept
     /// apart from `counters` so that the free that counts it writes one
     /// counter, and so that a refill can tell the list overflowed since
-    /// the class's last refill (see [`grow_bound`]).
+    /// the class's last refill (see `grow_bound`).
     full_frees: [u64; NUM_CLASSES],
     /// Per class, `full_frees` at the class's last refill.
     full_frees_at_refill: [u64; NUM_CLASSES],
@@ -355,7 +355,7 @@ pub fn bound_of(class: usize) -> usize {
     2 * batch_of(class)
 }
 
-/// Bytes a class's list may grow to hold (see [`grow_bound`]): 256 KiB, so
+/// Bytes a class's list may grow to hold (see `grow_bound`): 256 KiB, so
 /// sixteen blocks of the 16 KiB class. (c-random in 2 threads, paired:
 /// 128 KiB gained 1.1x, 256 KiB 1.35x, 512 KiB no more than 256.)
 pub const GROWN_BOUND_BYTES: usize = 256 << 10;
@@ -1240,7 +1240,7 @@ fn start_thread() {
 }
 
 /// Hands every cached block of the calling thread back to tiny-box. The
-/// cache stays usable; lists that had grown (see [`grow_bound`]) start
+/// cache stays usable; lists that had grown (see `grow_bound`) start
 /// again from their first bound.
 pub fn flush_thread() {
     flush(false);
