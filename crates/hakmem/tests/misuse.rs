@@ -129,8 +129,8 @@ fn first_free(size: usize, between: Between) -> *mut u8 {
     }
     // (Large and huge blocks have no list: for them this is `Nothing`.)
     if matches!(between, Between::PastAFullList) && size <= hakmem::SMALL_REQUEST_MAX {
-        // More blocks of the size than a list holds (two batches of at
-        // most 64), freed first: the list is full when p comes.
+        // More blocks of the size than a list holds (at most 128, grown
+        // or not), freed first: the list is full when p comes.
         let others: Vec<*mut u8> = (0..300).map(|_| hakmem::malloc(size)).collect();
         for o in others {
             // SAFETY: live blocks, freed once.
