@@ -10,6 +10,16 @@ use std::process::Command;
 use hakmem_superslab::{huge, lookup, Lookup};
 
 const PROBE_ENV: &str = "HAKMEM_HUGE_PROBE";
+
+/// The tests that allocate in this process take turns: the quarantine and
+/// the cache are the process's, and one test's `release_cached` (or frees)
+/// empties the quarantine under another's feet (a freed mapping then goes
+/// back to the kernel, which may hand its address out again at once).
+static IN_PROCESS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn in_process() -> std::sync::MutexGuard<'static, ()> {
+    IN_PROCESS.lock().unwrap_or_else(|e| e.into_inner())
+}
 const SIZE: usize = (3 << 20) + 100;
 
 /// A block of SIZE bytes with room for twice that, resized in place to
@@ -129,6 +139,7 @@ fn a_freed_block_is_inaccessible_while_quarantined() {
 
 #[test]
 fn a_freed_mapping_is_not_reused_until_it_leaves_the_quarantine() {
+    let _turn = in_process();
     let first = huge::alloc(SIZE, 16).unwrap().block;
     let p = first.ptr();
     // SAFETY: live, freed once.
@@ -168,6 +179,7 @@ const SHRUNK: usize = SIZE - 10_000;
 
 #[test]
 fn a_block_with_room_resizes_in_place_keeping_its_bytes() {
+    let _turn = in_process();
     let b = huge::alloc_with_room(SIZE, 2 * SIZE, 16).unwrap().block;
     let p = b.ptr();
     // SAFETY: the block's bytes are ours.
