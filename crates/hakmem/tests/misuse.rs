@@ -10,7 +10,8 @@
 //! immediately, after allocations of other sizes, interleaved with a free
 //! of another block of its size, after the thread's cache was flushed, and
 //! after a first free by another thread, exited (the remote list) or still
-//! running (its outgoing list), and after the block grew by `realloc`; and
+//! running (its outgoing list), after the block grew by `realloc`, and on a
+//! fast-cache list that grew past its first bound; and
 //! all of it again while the heap profiler samples (its detached slabs and
 //! the blocks it keeps aside) and while the purge thread purges beside it.
 
@@ -61,9 +62,13 @@ enum Between {
     /// in place where there is room, a huge block's mapping resized or
     /// moved), and the block `realloc` returned is the one freed twice.
     Resized,
+    /// The first free lands on a fast-cache list that grew past its first
+    /// bound (the class's list overflowed and ran empty between refills,
+    /// again and again, first), with room left on it.
+    OnAGrownList,
 }
 
-const BETWEEN: [Between; 8] = [
+const BETWEEN: [Between; 9] = [
     Between::Nothing,
     Between::OtherAllocations,
     Between::AnotherFree,
@@ -72,6 +77,7 @@ const BETWEEN: [Between; 8] = [
     Between::FreedByLiveThread,
     Between::PastAFullList,
     Between::Resized,
+    Between::OnAGrownList,
 ];
 
 /// The thread of a `FreedByLiveThread` first free, kept alive (it waits for
@@ -137,6 +143,22 @@ fn first_free(size: usize, between: Between) -> *mut u8 {
             unsafe { hakmem::free(o) };
         }
     }
+    if matches!(between, Between::OnAGrownList) && size <= hakmem::SMALL_REQUEST_MAX {
+        // Swings of more blocks than any list holds: each overflows the
+        // list and the next empties it, so its bound grows to its cap.
+        for _ in 0..4 {
+            let swing: Vec<*mut u8> = (0..300).map(|_| hakmem::malloc(size)).collect();
+            for o in swing {
+                // SAFETY: live blocks, freed once.
+                unsafe { hakmem::free(o) };
+            }
+        }
+        // A few blocks taken back off the full list (kept live), so that
+        // p finds room on it.
+        for _ in 0..4 {
+            std::hint::black_box(hakmem::malloc(size));
+        }
+    }
     // SAFETY: live, freed once here.
     unsafe { hakmem::free(p) };
     match between {
@@ -144,6 +166,7 @@ fn first_free(size: usize, between: Between) -> *mut u8 {
         | Between::FreedElsewhere
         | Between::FreedByLiveThread
         | Between::PastAFullList
+        | Between::OnAGrownList
         | Between::Resized => {}
         Between::Flushed => hakmem::trim(),
         Between::OtherAllocations => {
