@@ -88,7 +88,9 @@ void hakmem_print_stats(int fd) HAKMEM_NOTHROW;
  * ...; docs/OPTIONS.md) in *value and returns 0; -1 with EINVAL for a name
  * hakmem does not have. Numbers are as they are, switches 0 or 1,
  * HAKMEM_INVALID_FREE 0 (abort) or 1 (ignore), HAKMEM_SECURE_POISON 0
- * (off), 1 (line) or 2 (full); HAKMEM_PURGE_THRESHOLD as mallopt's
+ * (off), 1 (line) or 2 (full), HAKMEM_THP 0 (system), 1 (off),
+ * 2 (huge) or 3 (all);
+ * HAKMEM_PURGE_THRESHOLD as mallopt's
  * M_TRIM_THRESHOLD last set it, if it did. */
 int hakmem_option_get(const char *name, size_t *value) HAKMEM_NOTHROW;
 

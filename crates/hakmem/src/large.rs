@@ -95,8 +95,12 @@ pub(crate) unsafe fn resize_huge(h: HugeRef, new_size: usize) -> bool {
 pub(crate) fn fresh_usable(size: usize) -> usize {
     if !cfg!(feature = "secure") && size <= LARGE_MAX {
         size.div_ceil(SLAB_SIZE).max(1) * SLAB_SIZE
-    } else {
+    } else if cfg!(feature = "secure") {
         size.next_multiple_of(superslab::os::page_size())
+    } else {
+        // A huge block's mapping is whole chunks, its header page first.
+        let page = superslab::os::page_size();
+        (size + page).next_multiple_of(superslab::CHUNK_SIZE) - page
     }
 }
 

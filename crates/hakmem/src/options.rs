@@ -3,5 +3,5 @@
 //! variables without allocating; see `docs/OPTIONS.md`.
 
 pub use hakmem_superslab::options::{
-    get, purge_threshold_bytes, set_purge_threshold_bytes, Options, Poison, DEFAULTS,
+    get, purge_threshold_bytes, set_purge_threshold_bytes, Options, Poison, Thp, DEFAULTS,
 };

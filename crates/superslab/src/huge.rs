@@ -11,6 +11,14 @@
 //! [`lookup`](crate::lookup), so a second free of a cached block is refused like any other
 //! stale pointer. [`free`] leaves the live state with one compare-and-swap,
 //! so of two frees of one block, racing or not, exactly one proceeds.
+//!
+//! Outside hardened builds a mapping is whole 2 MiB chunks, so that each of
+//! them can be one transparent huge page (`HAKMEM_THP`, [`os`]'s advice),
+//! and a request no cached mapping fits as it is takes one of another
+//! length: a longer one is split on a chunk boundary (its tail cached on
+//! its own), a shorter one grows by `mremap`, where it lies or moved to a
+//! fresh chunk-aligned range, its pages moving along. Freed memory is then
+//! reused whatever the sizes, not faulted in and zeroed by the kernel anew.
 
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -179,7 +187,12 @@ fn layout_for(size: usize, align: usize) -> Option<Layout> {
     } else {
         CHUNK_SIZE
     };
-    let len = os::align_up(size.checked_add(offset)?, page())?;
+    // Whole chunks: every 2 MiB of the mapping can be one transparent huge
+    // page, the last one too, and a cached mapping grown or cut later (see
+    // `cache_take_resized`) ends on a huge page's boundary, never in the
+    // middle of one (which would leave that 2 MiB on small pages). The
+    // slack is address space until the block's owner writes it.
+    let len = os::align_up(size.checked_add(offset)?, CHUNK_SIZE)?;
     Some(Layout {
         len,
         offset,
@@ -207,7 +220,11 @@ pub fn alloc_with_room(size: usize, room: usize, align: usize) -> Result<HugeGra
         cacheable,
     } = layout_for(room, align).ok_or(OutOfMemory)?;
     if cacheable {
-        if let Some(base) = cache_take(len) {
+        #[cfg(not(feature = "secure"))]
+        let taken = cache_take(len).or_else(|| cache_take_resized(len));
+        #[cfg(feature = "secure")]
+        let taken = cache_take(len);
+        if let Some(base) = taken {
             stats::add(&COUNTERS.huge_cache_hits, 1);
             let h = base.cast::<HugeHeader>();
             // SAFETY: the cached mapping is ours, its header intact; taken
@@ -268,6 +285,9 @@ pub fn alloc_with_room(size: usize, room: usize, align: usize) -> Result<HugeGra
         stats::add(&COUNTERS.map_failures, 1);
         return Err(OutOfMemory);
     }
+    // Before the first touch (the header's), so that the first fault can
+    // already be a huge page.
+    os::advise_huge_pages(base.as_ptr(), len, true);
     let h = base.as_ptr().cast::<HugeHeader>();
     // SAFETY: the mapping is fresh and at least a page long.
     unsafe {
@@ -317,6 +337,114 @@ fn cache_take(len: usize) -> Option<*mut u8> {
         }
         best.map(|i| c.take_slot(i) as *mut u8)
     })
+}
+
+/// The shortest cached mapping a grown one may start from, as a part of
+/// the length asked: less, and moving it saves too few page faults to pay
+/// for the two system calls.
+#[cfg(not(feature = "secure"))]
+const GROW_FROM_PART: usize = 4;
+
+/// No cached mapping fits `len` ([`cache_take`]): one of another length,
+/// made `len` bytes long (other builds; hardened ones' guarded mappings
+/// keep their layout). A longer one is split, its tail cached on its own
+/// ([`split_off`]); else the longest
+/// shorter one (of at least a [`GROW_FROM_PART`]) grows, where it lies or
+/// moved, its pages moving along, so that only the bytes it grows by are
+/// fresh. Out of the cache, with its header's length set; None when no
+/// mapping qualifies, or the kernel refused (the mapping is then unmapped).
+#[cfg(not(feature = "secure"))]
+fn cache_take_resized(len: usize) -> Option<*mut u8> {
+    let (base, old_len) = with_cache(|c| {
+        let mut shrink: Option<usize> = None;
+        let mut grow: Option<usize> = None;
+        for (i, &(base, l)) in c.slots.iter().enumerate() {
+            if base == 0 {
+                continue;
+            }
+            if l > len && shrink.is_none_or(|b| c.slots[b].1 > l) {
+                shrink = Some(i);
+            }
+            if l < len && l >= len / GROW_FROM_PART && grow.is_none_or(|b| c.slots[b].1 < l) {
+                grow = Some(i);
+            }
+        }
+        let i = grow.or(shrink)?;
+        let l = c.slots[i].1;
+        Some((c.take_slot(i) as *mut u8, l))
+    })?;
+    let base = if old_len > len {
+        // SAFETY: both lengths are whole chunks: the tail starts on a chunk
+        // boundary inside the mapping, and holds no block.
+        split_off(unsafe { base.add(len) }, old_len - len);
+        base
+    } else {
+        let moved = grow_mapping(base, old_len, len)?;
+        stats::add_mapped(len - old_len);
+        moved
+    };
+    // SAFETY: the mapping is ours, out of the cache, its header mapped.
+    unsafe { (*base.cast::<HugeHeader>()).map_len = len };
+    Some(base)
+}
+
+/// Makes the tail cut off a cached mapping (`tail`, chunk-aligned, `len`
+/// bytes: whole chunks) a cached mapping of its own, its pages resident
+/// for the next request that fits it; unmapped when the cache is full.
+#[cfg(not(feature = "secure"))]
+fn split_off(tail: *mut u8, len: usize) {
+    let h = tail.cast::<HugeHeader>();
+    // SAFETY: the tail's first page is ours (out of the cache with the
+    // rest) and no block's: it becomes the tail's header page.
+    unsafe {
+        h.write(HugeHeader {
+            state: AtomicUsize::new(CACHED),
+            map_len: len,
+            offset: page(),
+            requested: 0,
+            cacheable: true,
+            guarded: false,
+        })
+    };
+    if registry::set(tail as usize, ChunkKind::Huge) {
+        cache_or_unmap(h, len);
+    } else {
+        os::unmap(tail, len);
+        stats::sub(&COUNTERS.mapped_bytes, len);
+    }
+}
+
+/// Grows the cached mapping at `base` (out of the cache) from `old_len` to
+/// `len` bytes: where it lies when the address space after it is free,
+/// else moved to a fresh chunk-aligned range (the registry follows). None,
+/// the mapping unmapped, when the kernel refuses.
+#[cfg(not(feature = "secure"))]
+fn grow_mapping(base: *mut u8, old_len: usize, len: usize) -> Option<*mut u8> {
+    if os::remap_in_place(base, old_len, len) {
+        return Some(base);
+    }
+    let Some(target) = os::map_aligned(len, CHUNK_SIZE, 0, CHUNK_SIZE) else {
+        unmap(base, old_len);
+        return None;
+    };
+    let target = target.as_ptr();
+    // The old range stops being ours first, as in `unmap`: its header says
+    // cached (no lookup matches it), and its chunk reads foreign from here.
+    registry::set(base as usize, ChunkKind::Foreign);
+    if !os::remap_to(base, old_len, len, target) {
+        os::unmap(target, len);
+        registry::set(base as usize, ChunkKind::Huge);
+        unmap(base, old_len);
+        return None;
+    }
+    if !registry::set(target as usize, ChunkKind::Huge) {
+        // Beyond what the registry covers: given back, as a fresh mapping
+        // there would be.
+        os::unmap(target, len);
+        stats::sub(&COUNTERS.mapped_bytes, old_len);
+        return None;
+    }
+    Some(target)
 }
 
 /// Finds the live huge block that starts exactly at `p`, if there is one

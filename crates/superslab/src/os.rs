@@ -115,6 +115,54 @@ pub fn unmap(p: *mut u8, len: usize) {
     }
 }
 
+/// Resizes the mapping at `p` from `old_len` to `new_len` bytes where it
+/// lies (`mremap` without moving): its pages stay, those it grows by read
+/// as zero. False, and nothing changed, when the address space after it is
+/// taken (or the kernel refuses).
+pub fn remap_in_place(p: *mut u8, old_len: usize, new_len: usize) -> bool {
+    // SAFETY: `p` is one of our own mappings of `old_len` bytes, which the
+    // caller does not use while it is resized; without MREMAP_MAYMOVE the
+    // kernel either resizes it where it is or changes nothing.
+    let q = keeping_errno(|| unsafe { libc::mremap(p.cast(), old_len, new_len, 0) });
+    q == p.cast()
+}
+
+/// Runs `f` (system calls that may fail on a path that succeeds: an
+/// attempt with a fallback, advice, a probe) with the caller's `errno`
+/// kept: a `malloc` that succeeds leaves `errno` as it found it.
+fn keeping_errno<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: __errno_location returns this thread's errno slot.
+    let slot = unsafe { libc::__errno_location() };
+    // SAFETY: as above; the slot lives as long as the thread.
+    let saved = unsafe { *slot };
+    let r = f();
+    // SAFETY: as above.
+    unsafe { *slot = saved };
+    r
+}
+
+/// Moves the mapping at `p` (`old_len` bytes) onto the range at `to`,
+/// which becomes `new_len` bytes of it (`mremap` to a fixed address): the
+/// pages move with their contents, without a copy; the old range is gone.
+/// `to` is a mapping of ours of `new_len` bytes, distinct from `p`'s,
+/// which this replaces. False, and nothing changed, when the kernel
+/// refuses.
+pub fn remap_to(p: *mut u8, old_len: usize, new_len: usize, to: *mut u8) -> bool {
+    // SAFETY: both ranges are our own, unused mappings (caller's contract);
+    // MREMAP_FIXED replaces exactly the `new_len` bytes at `to`.
+    // (A refusal is followed by a fresh mapping: errno kept.)
+    let q = keeping_errno(|| unsafe {
+        libc::mremap(
+            p.cast(),
+            old_len,
+            new_len,
+            libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+            to.cast::<libc::c_void>(),
+        )
+    });
+    q == to.cast()
+}
+
 /// Tells the kernel the contents of a range are no longer needed: the pages
 /// are dropped from RSS now and read back as zero on next touch.
 pub fn purge(p: *mut u8, len: usize) {
@@ -175,4 +223,190 @@ pub fn random_word() -> usize {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     let x = (ts.tv_nsec as usize) ^ ((ts.tv_sec as usize) << 32) ^ (&w as *const usize as usize);
     x.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// What the system does about transparent huge pages
+/// (`/sys/kernel/mm/transparent_hugepage/enabled`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SystemThp {
+    /// Every suitably aligned anonymous range may get huge pages.
+    Always,
+    /// Only ranges advised `MADV_HUGEPAGE` do (most distributions' default).
+    Madvise,
+    /// None; also a kernel without the file, or one it cannot be read from.
+    Never,
+}
+
+/// What to tell the kernel about a fresh mapping's pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HugeAdvice {
+    /// `MADV_HUGEPAGE`.
+    Want,
+    /// `MADV_NOHUGEPAGE`.
+    Refuse,
+}
+
+/// The mode named in the kernel file's text: the bracketed word of
+/// `always [madvise] never`.
+pub fn system_thp_of(text: &[u8]) -> SystemThp {
+    let Some(open) = text.iter().position(|&c| c == b'[') else {
+        return SystemThp::Never;
+    };
+    let word = &text[open + 1..];
+    if word.starts_with(b"always]") {
+        SystemThp::Always
+    } else if word.starts_with(b"madvise]") {
+        SystemThp::Madvise
+    } else {
+        SystemThp::Never
+    }
+}
+
+/// The advice, if any, for a fresh mapping under `option` in the system's
+/// `mode` (`huge`: the mapping of a huge block, else a slab region). Only
+/// what the system would not do by itself is asked: in `madvise` mode the
+/// wanted mappings are advised, in `always` mode only `HAKMEM_THP=off`
+/// refuses; with `never` nothing can be had; `system` never advises.
+pub fn huge_advice(option: crate::options::Thp, mode: SystemThp, huge: bool) -> Option<HugeAdvice> {
+    use crate::options::Thp;
+    let wanted = match option {
+        Thp::System => return None,
+        Thp::Off => false,
+        Thp::Huge => huge,
+        Thp::All => true,
+    };
+    match (mode, wanted, option) {
+        (SystemThp::Madvise, true, _) => Some(HugeAdvice::Want),
+        (SystemThp::Always, _, Thp::Off) => Some(HugeAdvice::Refuse),
+        _ => None,
+    }
+}
+
+const THP_UNREAD: u8 = 0;
+const THP_ALWAYS: u8 = 1;
+const THP_MADVISE: u8 = 2;
+const THP_NEVER: u8 = 3;
+
+/// The system's mode, read once (the file on first use; a race reads it
+/// twice, to the same answer).
+static SYSTEM_THP: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(THP_UNREAD);
+
+/// The system's transparent-huge-page mode.
+pub fn system_thp() -> SystemThp {
+    match SYSTEM_THP.load(Ordering::Relaxed) {
+        THP_ALWAYS => SystemThp::Always,
+        THP_MADVISE => SystemThp::Madvise,
+        THP_NEVER => SystemThp::Never,
+        _ => read_system_thp(),
+    }
+}
+
+#[cold]
+fn read_system_thp() -> SystemThp {
+    let mut buf = [0u8; 64];
+    // SAFETY: a NUL-terminated path; open, read into a stack buffer of
+    // its length and close have no other preconditions.
+    let n = keeping_errno(|| unsafe {
+        let fd = libc::open(
+            c"/sys/kernel/mm/transparent_hugepage/enabled".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            -1
+        } else {
+            let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+            libc::close(fd);
+            n
+        }
+    });
+    let mode = match usize::try_from(n) {
+        Ok(n) => system_thp_of(&buf[..n.min(buf.len())]),
+        Err(_) => SystemThp::Never,
+    };
+    let code = match mode {
+        SystemThp::Always => THP_ALWAYS,
+        SystemThp::Madvise => THP_MADVISE,
+        SystemThp::Never => THP_NEVER,
+    };
+    SYSTEM_THP.store(code, Ordering::Relaxed);
+    mode
+}
+
+/// Gives a fresh mapping (`huge`: a huge block's, else a slab region's)
+/// the transparent-huge-page advice that `HAKMEM_THP` and the system's
+/// mode call for, if any. Advice is only a hint: a failure changes
+/// nothing but the page size.
+pub fn advise_huge_pages(p: *mut u8, len: usize, huge: bool) {
+    let Some(advice) = huge_advice(crate::options::get().thp, system_thp(), huge) else {
+        return;
+    };
+    let flag = match advice {
+        HugeAdvice::Want => libc::MADV_HUGEPAGE,
+        HugeAdvice::Refuse => libc::MADV_NOHUGEPAGE,
+    };
+    // SAFETY: the range is one of our own fresh private anonymous
+    // mappings; this advice changes how it is backed, never its contents.
+    keeping_errno(|| unsafe { libc::madvise(p.cast(), len, flag) });
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use crate::options::Thp;
+
+    #[test]
+    fn the_system_mode_is_the_bracketed_word() {
+        assert_eq!(
+            system_thp_of(b"always [madvise] never\n"),
+            SystemThp::Madvise
+        );
+        assert_eq!(
+            system_thp_of(b"[always] madvise never\n"),
+            SystemThp::Always
+        );
+        assert_eq!(system_thp_of(b"always madvise [never]\n"), SystemThp::Never);
+        assert_eq!(system_thp_of(b""), SystemThp::Never);
+        assert_eq!(system_thp_of(b"always madvise never"), SystemThp::Never);
+        assert_eq!(system_thp_of(b"[alw"), SystemThp::Never);
+    }
+
+    #[test]
+    fn advice_asks_only_what_the_system_would_not_do() {
+        use HugeAdvice::{Refuse, Want};
+        use SystemThp::{Always, Madvise, Never};
+        // (option, mode, huge) -> advice
+        let table = [
+            (Thp::Huge, Madvise, true, Some(Want)),
+            (Thp::Huge, Madvise, false, None),
+            (Thp::All, Madvise, false, Some(Want)),
+            (Thp::All, Madvise, true, Some(Want)),
+            (Thp::Off, Madvise, true, None),
+            (Thp::Off, Always, true, Some(Refuse)),
+            (Thp::Off, Always, false, Some(Refuse)),
+            (Thp::Huge, Always, true, None),
+            (Thp::Huge, Always, false, None),
+            (Thp::All, Always, false, None),
+            (Thp::Off, Never, true, None),
+            (Thp::Huge, Never, true, None),
+            (Thp::All, Never, false, None),
+            (Thp::System, Madvise, true, None),
+            (Thp::System, Always, false, None),
+            (Thp::System, Never, true, None),
+        ];
+        for (option, mode, huge, want) in table {
+            assert_eq!(
+                huge_advice(option, mode, huge),
+                want,
+                "{option:?} {mode:?} huge={huge}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_system_mode_read_here_is_the_files() {
+        let text = std::fs::read("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+        assert_eq!(system_thp(), system_thp_of(&text));
+    }
 }

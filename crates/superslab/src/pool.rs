@@ -212,6 +212,7 @@ fn map_region() -> Result<*mut RegionHeader, OutOfMemory> {
         stats::add(&COUNTERS.map_failures, 1);
         return Err(OutOfMemory);
     };
+    os::advise_huge_pages(base.as_ptr(), CHUNK_SIZE, false);
     let r = base.as_ptr().cast::<RegionHeader>();
     // SAFETY: the mapping is fresh, zeroed and large enough for the header;
     // zero is a valid bit pattern for every header field.

@@ -52,7 +52,7 @@ pub struct BenchArgs {
     /// larson-published, thread-churn, prodcons, false-sharing, churn,
     /// mixed, json, collections), `c` (the C set, run under LD_PRELOAD:
     /// c-hot, c-hot-mt, cxx-larson, cxx-larson-sized, c-xthread, c-random,
-    /// c-realloc) or `all` (both).
+    /// c-realloc, c-large) or `all` (both).
     #[arg(long, default_value = DEFAULT_WORKLOADS)]
     workload: String,
     /// Seconds per run (each workload's SECONDS argument).
@@ -63,7 +63,8 @@ pub struct BenchArgs {
     runs: usize,
     /// Thread count for the threaded workloads (default: each workload's
     /// own: 4 for Larson, 2 for the other Rust ones; prodcons uses N/2
-    /// pairs; 4 for the threaded C ones but 2 for c-realloc).
+    /// pairs; 4 for the threaded C ones but 2 for c-realloc; c-large runs
+    /// one thread).
     #[arg(long)]
     threads: Option<usize>,
     /// Allocators, comma-separated, or `all`. Rust set:

@@ -265,7 +265,7 @@ pub const C_FLAGS: [&str; 9] = [
 pub const CXX_FLAGS: [&str; 5] = ["-O2", "-std=c++17", "-pthread", "-Wall", "-Wextra"];
 
 /// Every workload, the Rust set first, in table order.
-pub const WORKLOADS: [Workload; 16] = [
+pub const WORKLOADS: [Workload; 17] = [
     Workload {
         name: "larson",
         program: Program::Rust("larson"),
@@ -390,6 +390,16 @@ pub const WORKLOADS: [Workload; 16] = [
         },
         what: "C, realloc growth by 1-64 B of 16 buffers a thread to 1 KiB-1 MiB",
         args: |s, t| strings(&[&s, &t.unwrap_or(2), &16, &1024, &1048576, &64, &99]),
+    },
+    Workload {
+        name: "c-large",
+        program: Program::C {
+            binary: "c-large",
+            source: "c-large.c",
+            flags: &[],
+        },
+        what: "C, one thread, 20 live buffers of 5-25 MiB, a random one replaced and every page of it written",
+        args: |s, _| strings(&[&s, &1, &20, &(5usize << 20), &(25usize << 20), &42]),
     },
 ];
 

@@ -170,12 +170,13 @@ pub extern "C" fn hakmem_print_stats(fd: c_int) {
 
 /// The value in force of the option named `name`, as `hakmem_option_get`
 /// reports it: numbers as they are, `0`/`1` for the switches, and the
-/// position of the value among those accepted for the two others
+/// position of the value among those accepted for the three others
 /// (`HAKMEM_INVALID_FREE`: 0 `abort`, 1 `ignore`; `HAKMEM_SECURE_POISON`:
-/// 0 `off`, 1 `line`, 2 `full`), and for `HAKMEM_PROF_FILE` (a path
+/// 0 `off`, 1 `line`, 2 `full`; `HAKMEM_THP`: 0 `system`, 1 `off`, 2
+/// `huge`, 3 `all`), and for `HAKMEM_PROF_FILE` (a path
 /// pattern) 1 when one was set, 0 for the default.
 fn option_value(name: &[u8]) -> Option<usize> {
-    use facade::options::Poison;
+    use facade::options::{Poison, Thp};
     let o = facade::options::get();
     Some(match name {
         b"HAKMEM_INVALID_FREE" => usize::from(o.ignore_invalid_free),
@@ -199,6 +200,12 @@ fn option_value(name: &[u8]) -> Option<usize> {
             Poison::Off => 0,
             Poison::Line => 1,
             Poison::Full => 2,
+        },
+        b"HAKMEM_THP" => match o.thp {
+            Thp::System => 0,
+            Thp::Off => 1,
+            Thp::Huge => 2,
+            Thp::All => 3,
         },
         _ => return None,
     })
