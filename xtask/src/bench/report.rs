@@ -246,8 +246,17 @@ impl WorkloadResult {
     }
 }
 
+/// Millions of ops a second: two decimals, or below 1 as many as three
+/// significant digits need (c-large's thousands of ops a second would all
+/// read 0.01).
 fn mops(x: f64) -> String {
-    format!("{:.2}", x / 1e6)
+    let m = x / 1e6;
+    let decimals = if m >= 1.0 || m <= 0.0 {
+        2
+    } else {
+        ((2.0 - m.log10().floor()) as usize).min(9)
+    };
+    format!("{m:.decimals$}")
 }
 
 fn mib(bytes: u64) -> String {
@@ -455,7 +464,16 @@ fn xml(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::median;
+    use super::{median, mops};
+
+    #[test]
+    fn rates_below_a_million_keep_three_significant_digits() {
+        assert_eq!(mops(121_530_000.0), "121.53");
+        assert_eq!(mops(1_000_000.0), "1.00");
+        assert_eq!(mops(500_000.0), "0.500");
+        assert_eq!(mops(8_204.0), "0.00820");
+        assert_eq!(mops(0.0), "0.00");
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {
