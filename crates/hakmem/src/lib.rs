@@ -57,7 +57,7 @@ mod stats;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
 
-use hakmem_superslab::{self as superslab, Lookup, SlabRef};
+use hakmem_superslab::{self as superslab, HugeRef, Lookup, SlabRef};
 #[cfg(not(feature = "fast-path"))]
 use hakmem_tiny_box::SelectedBackend;
 #[cfg(all(feature = "fast-path", not(feature = "secure")))]
@@ -519,7 +519,7 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
         Lookup::ZeroSize => return malloc(new_size),
         Lookup::Run(slab) => {
             // SAFETY: a live run of the caller's (its contract).
-            return unsafe { realloc_large(p, large::run_usable(slab), Some(slab), new_size) };
+            return unsafe { realloc_large(p, large::run_usable(slab), Big::Run(slab), new_size) };
         }
         Lookup::Huge(h) => {
             // Hardened builds: a guarded block grows or shrinks where it
@@ -530,7 +530,7 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
                 return p;
             }
             // SAFETY: a live huge block of the caller's (its contract).
-            return unsafe { realloc_large(p, h.usable_size(), None, new_size) };
+            return unsafe { realloc_large(p, h.usable_size(), Big::Huge(h), new_size) };
         }
         _ => {
             // SAFETY: not a live block: reported (and maybe ignored) by free.
@@ -542,17 +542,18 @@ pub unsafe fn realloc(p: *mut u8, new_size: usize) -> *mut u8 {
     unsafe { realloc_move(p, old_usable, new_size) }
 }
 
-/// `realloc` of a large or huge block of `usable` bytes (`run`: its run,
-/// for a large one).
+/// A large block's run, or a huge block.
+#[derive(Clone, Copy)]
+enum Big {
+    Run(SlabRef),
+    Huge(HugeRef),
+}
+
+/// `realloc` of a large or huge block of `usable` bytes (`big`: what it is).
 ///
 /// # Safety
 /// `p` is a live large or huge block of the caller's, with `usable` bytes.
-unsafe fn realloc_large(
-    p: *mut u8,
-    usable: usize,
-    run: Option<SlabRef>,
-    new_size: usize,
-) -> *mut u8 {
+unsafe fn realloc_large(p: *mut u8, usable: usize, big: Big, new_size: usize) -> *mut u8 {
     // Still fits, and wastes less than half (or a new block would be no
     // smaller: a run of one slab holds anything from 16 KiB up): stays.
     // (Hardened builds resized a guarded block in place already where its
@@ -565,7 +566,7 @@ unsafe fn realloc_large(
         return p;
     }
     // A run grows in place into free slabs after it.
-    if let Some(slab) = run {
+    if let Big::Run(slab) = big {
         if !cfg!(feature = "secure")
             && new_size > usable
             && new_size <= LARGE_MAX
@@ -573,6 +574,18 @@ unsafe fn realloc_large(
             && unsafe { superslab::grow_run(slab, new_size.div_ceil(superslab::SLAB_SIZE)) }
         {
             return p;
+        }
+    }
+    // A huge block stays huge and grows by its mapping, without a copy
+    // (`huge::grow` is None in hardened builds). Not while the heap
+    // profiler runs: it knows a sampled block by its address, and a move
+    // through malloc and free keeps it told.
+    if let Big::Huge(h) = big {
+        if new_size > usable && !prof::enabled() {
+            // SAFETY: a live huge block of the caller's.
+            if let Some(grown) = unsafe { superslab::huge::grow(h, new_size) } {
+                return grown.ptr();
+            }
         }
     }
     // Hardened builds: a growing block moves to a guarded block with room
@@ -749,6 +762,15 @@ unsafe impl GlobalAlloc for HakMem {
                 && (new_size > usable / 2 || large::fresh_usable(new_size) >= usable)
             {
                 return p;
+            }
+            // A huge block grows by its mapping, as through `realloc`.
+            if new_size > usable && !prof::enabled() {
+                if let Lookup::Huge(h) = superslab::lookup(p) {
+                    // SAFETY: a live huge block of ours (GlobalAlloc's contract).
+                    if let Some(grown) = unsafe { superslab::huge::grow(h, new_size) } {
+                        return grown.ptr();
+                    }
+                }
             }
         }
         let q = alloc_aligned(new_size, align, false);

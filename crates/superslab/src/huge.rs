@@ -517,6 +517,74 @@ pub unsafe fn resize(block: HugeRef, new_size: usize) -> bool {
     }
 }
 
+/// Other builds: grows a live huge block to hold `size` bytes without
+/// copying it: its mapping is resized by `mremap`, where it lies when the
+/// address space after it is free, else moved (pages and all) to a fresh
+/// chunk-aligned range, the registry entry following. The block then
+/// starts at the returned address (its offset, so its alignment, kept);
+/// None, and the block untouched where it was, when the kernel refuses,
+/// the size cannot be represented or the block is aligned to a chunk or
+/// more. Hardened builds: always None (their
+/// blocks end at a guard; [`resize`] grows them).
+///
+/// # Safety
+/// `block` is a live huge block of the caller's, not used while this runs.
+pub unsafe fn grow(block: HugeRef, size: usize) -> Option<HugeRef> {
+    #[cfg(feature = "secure")]
+    {
+        let _ = (block, size);
+        None
+    }
+    #[cfg(not(feature = "secure"))]
+    {
+        let h = block.header();
+        // SAFETY: a live block's header is mapped and ours (caller's contract).
+        let (map_len, offset) = unsafe { ((*h).map_len, (*h).offset) };
+        // A block aligned to a chunk or more would need a base aligned
+        // further than a chunk to keep its alignment when moved.
+        if offset >= CHUNK_SIZE {
+            return None;
+        }
+        let len = os::align_up(size.checked_add(offset)?, CHUNK_SIZE)?;
+        if len <= map_len {
+            return Some(block);
+        }
+        let base = h.cast::<u8>();
+        let moved = if os::remap_in_place(base, map_len, len) {
+            base
+        } else {
+            let target = os::map_aligned(len, CHUNK_SIZE, 0, CHUNK_SIZE)?.as_ptr();
+            // The new chunk is registered before anything moves there: a
+            // lookup meanwhile finds a zeroed header (state gone), no
+            // block; and a range the registry cannot cover is given back
+            // before the block leaves its own.
+            if !registry::set(target as usize, ChunkKind::Huge) {
+                os::unmap(target, len);
+                return None;
+            }
+            // The old range stops being ours next; the state word moves
+            // with the header, live.
+            registry::set(base as usize, ChunkKind::Foreign);
+            if !os::remap_to(base, map_len, len, target) {
+                registry::set(target as usize, ChunkKind::Foreign);
+                os::unmap(target, len);
+                registry::set(base as usize, ChunkKind::Huge);
+                return None;
+            }
+            target
+        };
+        // SAFETY: the header moved with the mapping; ours, the block live.
+        unsafe { (*moved.cast::<HugeHeader>()).map_len = len };
+        stats::add_mapped(len - map_len);
+        stats::huge_given_back(map_len);
+        stats::huge_taken(len);
+        // SAFETY: inside the mapping, non-null.
+        Some(HugeRef(unsafe {
+            NonNull::new_unchecked(moved.add(offset))
+        }))
+    }
+}
+
 /// Puts a freed mapping into the cache when it fits there, else unmaps it.
 fn cache_or_unmap(h: *mut HugeHeader, len: usize) {
     // SAFETY: a freed mapping of ours: its header is mapped.

@@ -129,3 +129,56 @@ fn a_cached_mapping_far_shorter_than_the_request_is_left_alone() {
     free(b.block);
     huge::release_cached();
 }
+
+#[test]
+fn a_live_block_grows_by_its_mapping_with_its_bytes_and_no_fresh_mapping() {
+    let _g = serial();
+    huge::release_cached();
+    let a = huge::alloc(4 * MIB, 16).unwrap().block;
+    stamp(a, 4 * MIB, 0x3c);
+    let (fresh, mapped) = (stats().huge_mapped, stats().mapped_bytes);
+
+    // SAFETY: live, ours, unused meanwhile.
+    let b = unsafe { huge::grow(a, 40 * MIB) }.expect("grown");
+    assert!(stamped(b, 4 * MIB, 0x3c), "the bytes came along");
+    assert!(
+        (b.ptr() as usize).is_multiple_of(4096),
+        "the block's offset is kept"
+    );
+    assert!(b.usable_size() >= 40 * MIB);
+    // SAFETY: the grown block's last byte.
+    unsafe { b.ptr().add(40 * MIB - 1).write(1) };
+    assert_eq!(
+        stats().huge_mapped,
+        fresh,
+        "no fresh mapping: the old one grew"
+    );
+    assert_eq!(
+        stats().mapped_bytes,
+        mapped + 36 * MIB,
+        "6 -> 42 MiB mapped"
+    );
+    assert!(matches!(lookup(b.ptr()), Lookup::Huge(h) if h == b));
+    if b.ptr() != a.ptr() {
+        assert!(!matches!(lookup(a.ptr()), Lookup::Huge(_)));
+    }
+    // Growing within the mapping changes nothing.
+    // SAFETY: as above.
+    assert_eq!(unsafe { huge::grow(b, 41 * MIB) }, Some(b));
+    free(b);
+    huge::release_cached();
+}
+
+#[test]
+fn a_block_aligned_to_a_chunk_is_not_grown_by_its_mapping() {
+    let _g = serial();
+    let a = huge::alloc(4 * MIB, 2 * MIB).unwrap().block;
+    // SAFETY: live, ours.
+    assert_eq!(unsafe { huge::grow(a, 40 * MIB) }, None);
+    assert!(
+        matches!(lookup(a.ptr()), Lookup::Huge(h) if h == a),
+        "untouched"
+    );
+    free(a);
+    huge::release_cached();
+}
