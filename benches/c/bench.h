@@ -216,4 +216,43 @@ static inline pthread_t bench_spawn(void *(*body)(void *), void *arg) {
     return t;
 }
 
+/* ---- timed workers ---------------------------------------------------- */
+
+/* The part of a worker the runner below fills and reads: the first member
+ * of a program's `struct worker`. */
+typedef struct {
+    pthread_t thread;
+    unsigned index;
+    uint64_t ops; /* what the worker counted, read after the join */
+} bench_thread;
+
+/* Runs `threads` workers through `body`, each handed the address of its
+ * own, `stride` bytes apart from `first` (an array of the program's
+ * workers, each starting with a bench_thread, zeroed): their indexes are
+ * set, they start, and they and this thread meet at `start`, which this
+ * initialises. The clock starts then; after `seconds`, `stop` is called
+ * (it raises the program's stop flag) and every worker is joined. Returns
+ * the seconds that passed; `*ops` is the sum of the workers' counts. */
+static inline double bench_run(unsigned threads, void *first, size_t stride,
+                               void *(*body)(void *), pthread_barrier_t *start,
+                               void (*stop)(void), double seconds, uint64_t *ops) {
+    pthread_barrier_init(start, NULL, threads + 1);
+    for (unsigned t = 0; t < threads; t++) {
+        bench_thread *w = (bench_thread *)((char *)first + t * stride);
+        w->index = t;
+        w->thread = bench_spawn(body, w);
+    }
+    pthread_barrier_wait(start);
+    double t0 = bench_now();
+    bench_sleep_until(t0 + seconds);
+    stop();
+    *ops = 0;
+    for (unsigned t = 0; t < threads; t++) {
+        bench_thread *w = (bench_thread *)((char *)first + t * stride);
+        pthread_join(w->thread, NULL);
+        *ops += w->ops;
+    }
+    return bench_now() - t0;
+}
+
 #endif

@@ -15,18 +15,18 @@
 #define CHECK_EVERY 4096
 
 struct worker {
-    pthread_t thread;
-    unsigned index;
-    uint64_t ops;
+    bench_thread t; /* first: bench_run's part */
 };
 
 static size_t min_size, max_size, window;
 static pthread_barrier_t start;
 static atomic_int stop;
 
+static void raise_stop(void) { atomic_store(&stop, 1); }
+
 static void *work(void *arg) {
     struct worker *w = (struct worker *)arg;
-    bench_rng rng = bench_rng_new(0x5eed + w->index);
+    bench_rng rng = bench_rng_new(0x5eed + w->t.index);
     size_t *sizes = (size_t *)malloc(SIZES * sizeof *sizes);
     void **live = (void **)malloc(window * sizeof *live);
     if (sizes == NULL || live == NULL) {
@@ -64,7 +64,7 @@ static void *work(void *arg) {
     }
     free(live);
     free(sizes);
-    w->ops = ops;
+    w->t.ops = ops;
     return NULL;
 }
 
@@ -80,21 +80,8 @@ int main(int argc, char **argv) {
     if (ws == NULL) {
         bench_oom(threads * sizeof *ws);
     }
-    pthread_barrier_init(&start, NULL, threads + 1);
-    for (unsigned t = 0; t < threads; t++) {
-        ws[t].index = t;
-        ws[t].thread = bench_spawn(work, &ws[t]);
-    }
-    pthread_barrier_wait(&start);
-    double t0 = bench_now();
-    bench_sleep_until(t0 + seconds);
-    atomic_store(&stop, 1);
-    uint64_t ops = 0;
-    for (unsigned t = 0; t < threads; t++) {
-        pthread_join(ws[t].thread, NULL);
-        ops += ws[t].ops;
-    }
-    double elapsed = bench_now() - t0;
+    uint64_t ops;
+    double elapsed = bench_run(threads, ws, sizeof *ws, work, &start, raise_stop, seconds, &ops);
     char extra[128];
     snprintf(extra, sizeof extra, "threads=%u sizes=%zu..=%zu window=%zu", threads, min_size,
              max_size, window);

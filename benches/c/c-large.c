@@ -15,15 +15,15 @@
 #define PAGE 4096
 
 struct worker {
-    pthread_t thread;
-    unsigned index;
-    uint64_t ops;
+    bench_thread t; /* first: bench_run's part */
 };
 
 static size_t slots, min_size, max_size;
 static uint64_t seed;
 static pthread_barrier_t start;
 static atomic_int stop;
+
+static void raise_stop(void) { atomic_store(&stop, 1); }
 
 /* Writes one byte in every page of the `size` bytes at `p`, and the last. */
 static void use_whole(unsigned char *p, size_t size, unsigned char byte) {
@@ -35,7 +35,7 @@ static void use_whole(unsigned char *p, size_t size, unsigned char byte) {
 
 static void *work(void *arg) {
     struct worker *w = (struct worker *)arg;
-    bench_rng rng = bench_rng_new(seed + w->index);
+    bench_rng rng = bench_rng_new(seed + w->t.index);
     unsigned char **bufs = (unsigned char **)calloc(slots, sizeof *bufs);
     if (bufs == NULL) {
         bench_oom(slots * sizeof *bufs);
@@ -57,7 +57,7 @@ static void *work(void *arg) {
         free(bufs[i]);
     }
     free(bufs);
-    w->ops = ops;
+    w->t.ops = ops;
     return NULL;
 }
 
@@ -74,21 +74,8 @@ int main(int argc, char **argv) {
     if (ws == NULL) {
         bench_oom(threads * sizeof *ws);
     }
-    pthread_barrier_init(&start, NULL, threads + 1);
-    for (unsigned t = 0; t < threads; t++) {
-        ws[t].index = t;
-        ws[t].thread = bench_spawn(work, &ws[t]);
-    }
-    pthread_barrier_wait(&start);
-    double t0 = bench_now();
-    bench_sleep_until(t0 + seconds);
-    atomic_store(&stop, 1);
-    uint64_t ops = 0;
-    for (unsigned t = 0; t < threads; t++) {
-        pthread_join(ws[t].thread, NULL);
-        ops += ws[t].ops;
-    }
-    double elapsed = bench_now() - t0;
+    uint64_t ops;
+    double elapsed = bench_run(threads, ws, sizeof *ws, work, &start, raise_stop, seconds, &ops);
     char extra[160];
     snprintf(extra, sizeof extra, "threads=%u slots=%zu sizes=%zu..=%zu", threads, slots,
              min_size, max_size);

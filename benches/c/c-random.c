@@ -17,9 +17,7 @@
 #define CHECK_EVERY 1024
 
 struct worker {
-    pthread_t thread;
-    unsigned index;
-    uint64_t ops;
+    bench_thread t; /* first: bench_run's part */
 };
 
 static size_t min_size, max_size, slots;
@@ -27,9 +25,11 @@ static uint64_t seed;
 static pthread_barrier_t start;
 static atomic_int stop;
 
+static void raise_stop(void) { atomic_store(&stop, 1); }
+
 static void *work(void *arg) {
     struct worker *w = (struct worker *)arg;
-    bench_rng rng = bench_rng_new(seed + w->index);
+    bench_rng rng = bench_rng_new(seed + w->t.index);
     uint32_t *slot_of = (uint32_t *)malloc(DRAWS * sizeof *slot_of);
     uint32_t *size_of = (uint32_t *)malloc(DRAWS * sizeof *size_of);
     void **live = (void **)malloc(slots * sizeof *live);
@@ -71,7 +71,7 @@ static void *work(void *arg) {
     free(live);
     free(size_of);
     free(slot_of);
-    w->ops = ops;
+    w->t.ops = ops;
     return NULL;
 }
 
@@ -96,21 +96,8 @@ int main(int argc, char **argv) {
     if (ws == NULL) {
         bench_oom(threads * sizeof *ws);
     }
-    pthread_barrier_init(&start, NULL, threads + 1);
-    for (unsigned t = 0; t < threads; t++) {
-        ws[t].index = t;
-        ws[t].thread = bench_spawn(work, &ws[t]);
-    }
-    pthread_barrier_wait(&start);
-    double t0 = bench_now();
-    bench_sleep_until(t0 + seconds);
-    atomic_store(&stop, 1);
-    uint64_t ops = 0;
-    for (unsigned t = 0; t < threads; t++) {
-        pthread_join(ws[t].thread, NULL);
-        ops += ws[t].ops;
-    }
-    double elapsed = bench_now() - t0;
+    uint64_t ops;
+    double elapsed = bench_run(threads, ws, sizeof *ws, work, &start, raise_stop, seconds, &ops);
     char extra[160];
     snprintf(extra, sizeof extra, "threads=%u sizes=%zu..=%zu (log-uniform) slots=%zu", threads,
              min_size, max_size, slots);

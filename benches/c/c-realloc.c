@@ -21,9 +21,8 @@ struct buffer {
 };
 
 struct worker {
-    pthread_t thread;
-    unsigned index;
-    uint64_t ops, restarts;
+    bench_thread t; /* first: bench_run's part */
+    uint64_t restarts;
 };
 
 static size_t buffers, min_final, max_final, max_step;
@@ -31,9 +30,11 @@ static uint64_t seed;
 static pthread_barrier_t start;
 static atomic_int stop;
 
+static void raise_stop(void) { atomic_store(&stop, 1); }
+
 static void *work(void *arg) {
     struct worker *w = (struct worker *)arg;
-    bench_rng rng = bench_rng_new(seed + w->index);
+    bench_rng rng = bench_rng_new(seed + w->t.index);
     struct buffer *bufs = (struct buffer *)calloc(buffers, sizeof *bufs);
     if (bufs == NULL) {
         bench_oom(buffers * sizeof *bufs);
@@ -68,7 +69,7 @@ static void *work(void *arg) {
         free(bufs[i].p);
     }
     free(bufs);
-    w->ops = ops;
+    w->t.ops = ops;
     w->restarts = restarts;
     return NULL;
 }
@@ -88,22 +89,12 @@ int main(int argc, char **argv) {
     if (ws == NULL) {
         bench_oom(threads * sizeof *ws);
     }
-    pthread_barrier_init(&start, NULL, threads + 1);
+    uint64_t ops;
+    double elapsed = bench_run(threads, ws, sizeof *ws, work, &start, raise_stop, seconds, &ops);
+    uint64_t restarts = 0;
     for (unsigned t = 0; t < threads; t++) {
-        ws[t].index = t;
-        ws[t].thread = bench_spawn(work, &ws[t]);
-    }
-    pthread_barrier_wait(&start);
-    double t0 = bench_now();
-    bench_sleep_until(t0 + seconds);
-    atomic_store(&stop, 1);
-    uint64_t ops = 0, restarts = 0;
-    for (unsigned t = 0; t < threads; t++) {
-        pthread_join(ws[t].thread, NULL);
-        ops += ws[t].ops;
         restarts += ws[t].restarts;
     }
-    double elapsed = bench_now() - t0;
     char extra[200];
     snprintf(extra, sizeof extra,
              "threads=%u buffers=%zu final=%zu..=%zu (log-uniform) step=1..=%zu buffers_done=%llu",
