@@ -415,33 +415,44 @@ fn split_off(tail: *mut u8, len: usize) {
 }
 
 /// Grows the cached mapping at `base` (out of the cache) from `old_len` to
-/// `len` bytes: where it lies when the address space after it is free,
-/// else moved to a fresh chunk-aligned range (the registry follows). None,
-/// the mapping unmapped, when the kernel refuses.
+/// `len` bytes ([`resize_mapping`]); None, the mapping unmapped, when the
+/// kernel refuses.
 #[cfg(not(feature = "secure"))]
 fn grow_mapping(base: *mut u8, old_len: usize, len: usize) -> Option<*mut u8> {
+    let grown = resize_mapping(base, old_len, len);
+    if grown.is_none() {
+        unmap(base, old_len);
+    }
+    grown
+}
+
+/// Makes the mapping at `base` (`old_len` bytes, a header at its start,
+/// not in use while this runs) `len` bytes long (`len > old_len`, whole
+/// chunks): where it lies when the address space after it is free, else
+/// moved with its pages onto a fresh chunk-aligned range, the registry
+/// entry following. Returns where it is now; None, and the mapping
+/// untouched at `base`, when the kernel refuses.
+#[cfg(not(feature = "secure"))]
+fn resize_mapping(base: *mut u8, old_len: usize, len: usize) -> Option<*mut u8> {
     if os::remap_in_place(base, old_len, len) {
         return Some(base);
     }
-    let Some(target) = os::map_aligned(len, CHUNK_SIZE, 0, CHUNK_SIZE) else {
-        unmap(base, old_len);
-        return None;
-    };
-    let target = target.as_ptr();
-    // The old range stops being ours first, as in `unmap`: its header says
-    // cached (no lookup matches it), and its chunk reads foreign from here.
-    registry::set(base as usize, ChunkKind::Foreign);
-    if !os::remap_to(base, old_len, len, target) {
+    let target = os::map_aligned(len, CHUNK_SIZE, 0, CHUNK_SIZE)?.as_ptr();
+    // The new chunk is registered before anything moves there: a lookup
+    // meanwhile finds a zeroed header (state gone), no block; and a range
+    // the registry cannot cover is given back before anything leaves
+    // `base`.
+    if !registry::set(target as usize, ChunkKind::Huge) {
         os::unmap(target, len);
-        registry::set(base as usize, ChunkKind::Huge);
-        unmap(base, old_len);
         return None;
     }
-    if !registry::set(target as usize, ChunkKind::Huge) {
-        // Beyond what the registry covers: given back, as a fresh mapping
-        // there would be.
+    // The old range stops being ours next, as in `unmap`; the state word
+    // moves with the header.
+    registry::set(base as usize, ChunkKind::Foreign);
+    if !os::remap_to(base, old_len, len, target) {
+        registry::set(target as usize, ChunkKind::Foreign);
         os::unmap(target, len);
-        stats::sub(&COUNTERS.mapped_bytes, old_len);
+        registry::set(base as usize, ChunkKind::Huge);
         return None;
     }
     Some(target)
@@ -549,30 +560,7 @@ pub unsafe fn grow(block: HugeRef, size: usize) -> Option<HugeRef> {
         if len <= map_len {
             return Some(block);
         }
-        let base = h.cast::<u8>();
-        let moved = if os::remap_in_place(base, map_len, len) {
-            base
-        } else {
-            let target = os::map_aligned(len, CHUNK_SIZE, 0, CHUNK_SIZE)?.as_ptr();
-            // The new chunk is registered before anything moves there: a
-            // lookup meanwhile finds a zeroed header (state gone), no
-            // block; and a range the registry cannot cover is given back
-            // before the block leaves its own.
-            if !registry::set(target as usize, ChunkKind::Huge) {
-                os::unmap(target, len);
-                return None;
-            }
-            // The old range stops being ours next; the state word moves
-            // with the header, live.
-            registry::set(base as usize, ChunkKind::Foreign);
-            if !os::remap_to(base, map_len, len, target) {
-                registry::set(target as usize, ChunkKind::Foreign);
-                os::unmap(target, len);
-                registry::set(base as usize, ChunkKind::Huge);
-                return None;
-            }
-            target
-        };
+        let moved = resize_mapping(h.cast(), map_len, len)?;
         // SAFETY: the header moved with the mapping; ours, the block live.
         unsafe { (*moved.cast::<HugeHeader>()).map_len = len };
         stats::add_mapped(len - map_len);

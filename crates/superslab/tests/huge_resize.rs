@@ -182,3 +182,50 @@ fn a_block_aligned_to_a_chunk_is_not_grown_by_its_mapping() {
     free(a);
     huge::release_cached();
 }
+
+#[test]
+fn a_live_block_with_its_neighbour_taken_moves_with_its_pages() {
+    let _g = serial();
+    huge::release_cached();
+    let a = huge::alloc(4 * MIB, 16).unwrap().block;
+    stamp(a, 4 * MIB, 0x69);
+    // A page of someone else's right after the mapping: it cannot grow
+    // where it lies.
+    let end = a.ptr() as usize + a.usable_size();
+    // SAFETY: a fresh mapping at an address no one of ours uses (refused,
+    // not replaced, if someone does).
+    let blocker = unsafe {
+        libc::mmap(
+            end as *mut libc::c_void,
+            4096,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    assert_eq!(blocker as usize, end, "the page after the mapping was free");
+    let mapped = stats().mapped_bytes;
+    // SAFETY: live, ours, unused meanwhile.
+    let b = unsafe { huge::grow(a, 12 * MIB) }.expect("moved");
+    assert_ne!(b.ptr(), a.ptr(), "moved");
+    assert_eq!(
+        b.ptr() as usize % (2 * MIB),
+        4096,
+        "a chunk's header page, then the block"
+    );
+    assert!(stamped(b, 4 * MIB, 0x69), "the pages came along");
+    assert!(
+        !matches!(lookup(a.ptr()), Lookup::Huge(_)),
+        "the old address is no block"
+    );
+    assert!(matches!(lookup(b.ptr()), Lookup::Huge(h) if h == b));
+    assert_eq!(stats().mapped_bytes, mapped + 8 * MIB);
+    // SAFETY: the blocker page is ours; the block's last byte is.
+    unsafe {
+        b.ptr().add(12 * MIB - 1).write(1);
+        libc::munmap(blocker, 4096);
+    }
+    free(b);
+    huge::release_cached();
+}
