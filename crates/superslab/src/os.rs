@@ -120,10 +120,13 @@ pub fn unmap(p: *mut u8, len: usize) {
 /// as zero. False, and nothing changed, when the address space after it is
 /// taken (or the kernel refuses).
 pub fn remap_in_place(p: *mut u8, old_len: usize, new_len: usize) -> bool {
-    // SAFETY: `p` is one of our own mappings of `old_len` bytes, which the
-    // caller does not use while it is resized; without MREMAP_MAYMOVE the
-    // kernel either resizes it where it is or changes nothing.
-    let q = keeping_errno(|| unsafe { libc::mremap(p.cast(), old_len, new_len, 0) });
+    let q = keeping_errno(|| {
+        // SAFETY: `p` is one of our own mappings of `old_len` bytes, which
+        // the caller does not use while it is resized; without
+        // MREMAP_MAYMOVE the kernel either resizes it where it is or
+        // changes nothing.
+        unsafe { libc::mremap(p.cast(), old_len, new_len, 0) }
+    });
     q == p.cast()
 }
 
@@ -148,9 +151,9 @@ fn keeping_errno<R>(f: impl FnOnce() -> R) -> R {
 /// which this replaces. False, and nothing changed, when the kernel
 /// refuses.
 pub fn remap_to(p: *mut u8, old_len: usize, new_len: usize, to: *mut u8) -> bool {
+    // (A refusal is followed by a fresh mapping: errno kept.)
     // SAFETY: both ranges are our own, unused mappings (caller's contract);
     // MREMAP_FIXED replaces exactly the `new_len` bytes at `to`.
-    // (A refusal is followed by a fresh mapping: errno kept.)
     let q = keeping_errno(|| unsafe {
         libc::mremap(
             p.cast(),

@@ -33,10 +33,10 @@ fn stamp(b: HugeRef, len: usize, byte: u8) {
 /// True when every 1 MiB of the block's first `len` bytes starts with
 /// `byte`.
 fn stamped(b: HugeRef, len: usize, byte: u8) -> bool {
-    // SAFETY: inside the live block.
-    (0..len)
-        .step_by(MIB)
-        .all(|at| unsafe { b.ptr().add(at).read() } == byte)
+    (0..len).step_by(MIB).all(|at| {
+        // SAFETY: inside the live block.
+        (unsafe { b.ptr().add(at).read() }) == byte
+    })
 }
 
 fn free(b: HugeRef) {
