@@ -66,9 +66,20 @@ enum Between {
     /// bound (the class's list overflowed and ran empty between refills,
     /// again and again, first), with room left on it.
     OnAGrownList,
+    /// The first free is `realloc`'s, which moved the block: a small block
+    /// to a larger class, a run to a huge block, a huge block's mapping
+    /// moved with its pages by `mremap` (the address after it taken, so
+    /// that it cannot grow where it lies). The stale pointer, the one
+    /// passed to `realloc`, is freed again.
+    FreedByRealloc,
+    /// Huge blocks: the first free caches the mapping, which a longer
+    /// request then takes, grown and moved by `mremap` (the address after
+    /// it taken). The stale pointer points where the mapping was. (Other
+    /// sizes: as `Nothing`.)
+    CachedMappingMoved,
 }
 
-const BETWEEN: [Between; 9] = [
+const BETWEEN: [Between; 11] = [
     Between::Nothing,
     Between::OtherAllocations,
     Between::AnotherFree,
@@ -78,7 +89,46 @@ const BETWEEN: [Between; 9] = [
     Between::PastAFullList,
     Between::Resized,
     Between::OnAGrownList,
+    Between::FreedByRealloc,
+    Between::CachedMappingMoved,
 ];
+
+/// The kernel's page size.
+fn page() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// Whether the page at `addr` is mapped (`msync` refuses unmapped ones).
+fn mapped(addr: usize) -> bool {
+    // SAFETY: msync only inspects the mapping; MS_ASYNC writes nothing.
+    unsafe { libc::msync(addr as *mut libc::c_void, page(), libc::MS_ASYNC) == 0 }
+}
+
+/// Maps an inaccessible page at `addr` (a huge mapping's end) so that the
+/// mapping cannot grow where it lies. False when something is mapped
+/// there already (which blocks it as well).
+fn block_address(addr: usize) -> bool {
+    // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
+    let got = unsafe {
+        libc::mmap(
+            addr as *mut libc::c_void,
+            page(),
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+            -1,
+            0,
+        )
+    };
+    got as usize == addr
+}
+
+/// Where the mapping of the huge block `p` (page-offset, from `malloc`)
+/// starts and ends.
+fn huge_mapping(p: *mut u8) -> (usize, usize) {
+    let base = p as usize - page();
+    (base, p as usize + hakmem::usable_size(p))
+}
 
 /// The thread of a `FreedByLiveThread` first free, kept alive (it waits for
 /// its sender to drop) until [`let_the_freer_go`].
@@ -110,6 +160,34 @@ fn first_free(size: usize, between: Between) -> *mut u8 {
         assert!(!p.is_null());
         // SAFETY: live, `grown` bytes.
         unsafe { p.write_bytes(0xa6, grown) };
+    }
+    if let Between::FreedByRealloc = between {
+        let target = if size <= hakmem::SMALL_REQUEST_MAX {
+            2 * size + 1
+        } else if size <= hakmem::LARGE_MAX {
+            // (A run could grow in place into free slabs after it.)
+            hakmem::LARGE_MAX + 1
+        } else {
+            let (_, end) = huge_mapping(p);
+            block_address(end);
+            2 * size
+        };
+        // SAFETY: p is live; realloc frees it when it moves the block.
+        let moved = unsafe { hakmem::realloc(p, target) };
+        assert!(
+            !moved.is_null() && moved != p,
+            "size {size}: realloc to {target} did not move the block"
+        );
+        // (Hardened builds copy into a guarded block, and so does a
+        // realloc while the heap profiler runs.)
+        if size > hakmem::LARGE_MAX && !cfg!(feature = "secure") && !hakmem::prof_enabled() {
+            // The mapping moved: its old first page is not ours any more.
+            assert!(
+                !mapped(p as usize - page()),
+                "size {size}: old mapping kept"
+            );
+        }
+        return p;
     }
     if let Between::FreedElsewhere = between {
         let addr = p as usize;
@@ -159,14 +237,37 @@ fn first_free(size: usize, between: Between) -> *mut u8 {
             std::hint::black_box(hakmem::malloc(size));
         }
     }
+    let huge = size > hakmem::LARGE_MAX;
+    if huge && matches!(between, Between::CachedMappingMoved) {
+        // Only this block's mapping in the cache once it is freed.
+        hakmem::trim();
+    }
     // SAFETY: live, freed once here.
     unsafe { hakmem::free(p) };
+    if huge && matches!(between, Between::CachedMappingMoved) {
+        let (base, end) = huge_mapping_of_freed(p, size);
+        if mapped(base) {
+            // Cached: a request longer than the mapping and at most four
+            // times it grows it; it cannot grow where it lies.
+            block_address(end);
+            let longer = hakmem::malloc(2 * size);
+            assert!(!longer.is_null());
+            if !cfg!(feature = "secure") {
+                assert!(
+                    !mapped(base),
+                    "size {size}: the cached mapping was not moved"
+                );
+            }
+        }
+    }
     match between {
         Between::Nothing
         | Between::FreedElsewhere
         | Between::FreedByLiveThread
         | Between::PastAFullList
         | Between::OnAGrownList
+        | Between::FreedByRealloc
+        | Between::CachedMappingMoved
         | Between::Resized => {}
         Between::Flushed => hakmem::trim(),
         Between::OtherAllocations => {
@@ -202,6 +303,15 @@ fn first_free(size: usize, between: Between) -> *mut u8 {
     p
 }
 
+/// [`huge_mapping`] of a huge block of `size` bytes at `p`, freed: its
+/// usable size can no longer be asked, and is the mapping's (whole 2 MiB
+/// chunks) less its first page.
+fn huge_mapping_of_freed(p: *mut u8, size: usize) -> (usize, usize) {
+    let base = p as usize - page();
+    let chunk = hakmem_superslab::CHUNK_SIZE;
+    (base, base + (size + page()).div_ceil(chunk) * chunk)
+}
+
 /// With the second free ignored, the allocator must still hand each block
 /// to one caller: two live blocks of the size never share an address.
 fn nothing_handed_out_twice(size: usize) {
@@ -233,6 +343,23 @@ fn run_case(case: &str) -> *mut u8 {
             let p = hakmem::malloc(256);
             // SAFETY: inside the block.
             unsafe { p.add(16) }
+        }
+        "split-tail" => {
+            // A freed 5 MiB block's 6 MiB mapping, cached, is split for a
+            // 1.5 MiB request (its first 2 MiB); the rest is cached on its
+            // own, a header where the old block had bytes. A free of the
+            // address where that tail's block would start is a stale
+            // interior pointer of the old block.
+            hakmem::trim();
+            let old = hakmem::malloc(5 << 20);
+            // SAFETY: live, freed once.
+            unsafe { hakmem::free(old) };
+            let head = hakmem::malloc(3 << 19);
+            if !cfg!(feature = "secure") {
+                assert_eq!(head, old, "the cached mapping was not split");
+            }
+            // SAFETY: inside the old block's mapping (6 MiB).
+            unsafe { old.add(hakmem_superslab::CHUNK_SIZE) }
         }
         "metadata" => {
             let p = hakmem::malloc(256);
@@ -376,6 +503,17 @@ fn free_of_another_allocators_pointer_is_reported() {
 #[test]
 fn free_of_an_interior_pointer_is_reported() {
     check("interior", &["inside a block"]);
+}
+
+#[test]
+fn free_where_a_split_cached_mappings_tail_begins_is_reported() {
+    check(
+        "split-tail",
+        &[
+            "not the start of a live hakmem block",
+            "not allocated by hakmem",
+        ],
+    );
 }
 
 #[test]
