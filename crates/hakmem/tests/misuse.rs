@@ -10,8 +10,11 @@
 //! immediately, after allocations of other sizes, interleaved with a free
 //! of another block of its size, after the thread's cache was flushed, and
 //! after a first free by another thread, exited (the remote list) or still
-//! running (its outgoing list), after the block grew by `realloc`, and on a
-//! fast-cache list that grew past its first bound; and
+//! running (its outgoing list), after the block grew by `realloc`, on a
+//! fast-cache list that grew past its first bound, when the first free was
+//! `realloc`'s own (the block moved: a huge mapping by `mremap`), and when
+//! a longer request took the cached mapping and moved it away; a free
+//! where a split cached mapping's tail begins; and
 //! all of it again while the heap profiler samples (its detached slabs and
 //! the blocks it keeps aside) and while the purge thread purges beside it.
 
