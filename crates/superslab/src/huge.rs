@@ -189,7 +189,7 @@ fn layout_for(size: usize, align: usize) -> Option<Layout> {
     };
     // Whole chunks: every 2 MiB of the mapping can be one transparent huge
     // page, the last one too, and a cached mapping grown or cut later (see
-    // `cache_take_resized`) ends on a huge page's boundary, never in the
+    // `cache_take`) ends on a huge page's boundary, never in the
     // middle of one (which would leave that 2 MiB on small pages). The
     // slack is address space until the block's owner writes it.
     let len = os::align_up(size.checked_add(offset)?, CHUNK_SIZE)?;
@@ -220,11 +220,7 @@ pub fn alloc_with_room(size: usize, room: usize, align: usize) -> Result<HugeGra
         cacheable,
     } = layout_for(room, align).ok_or(OutOfMemory)?;
     if cacheable {
-        #[cfg(not(feature = "secure"))]
-        let taken = cache_take(len).or_else(|| cache_take_resized(len));
-        #[cfg(feature = "secure")]
-        let taken = cache_take(len);
-        if let Some(base) = taken {
+        if let Some(base) = cache_take(len) {
             stats::add(&COUNTERS.huge_cache_hits, 1);
             let h = base.cast::<HugeHeader>();
             // SAFETY: the cached mapping is ours, its header intact; taken
@@ -319,63 +315,64 @@ pub fn alloc_with_room(size: usize, room: usize, align: usize) -> Result<HugeGra
     })
 }
 
-/// The cached mapping closest in length to `len` (at least `len`, at most
-/// twice; in hardened builds also short enough that the block, placed at
-/// its end, still starts in the header's chunk, where `lookup` looks).
+/// A cached mapping for a request of `len` bytes, out of the cache, its
+/// header's length what the block may use; None when none qualifies or
+/// the kernel refused to grow one (it is then unmapped). One pass under
+/// the lock picks it:
+///
+/// - the shortest mapping of at least `len` bytes and at most twice that,
+///   taken whole (in hardened builds also short enough that the block,
+///   placed at its end, still starts in the header's chunk, where `lookup`
+///   looks; their guarded mappings are never resized);
+/// - else (other builds) one of another length, made `len` bytes long: the
+///   longest shorter one of at least a [`GROW_FROM_PART`] grows, where it
+///   lies or moved, its pages moving along, so that only the bytes it grows
+///   by are fresh; else the shortest longer one is split, its tail cached
+///   on its own ([`split_off`]).
 fn cache_take(len: usize) -> Option<*mut u8> {
     let longest = if cfg!(feature = "secure") {
         len.saturating_mul(2).min(len + CHUNK_SIZE - 4 * page())
     } else {
         len.saturating_mul(2)
     };
-    with_cache(|c| {
-        let mut best: Option<usize> = None;
-        for (i, &(base, l)) in c.slots.iter().enumerate() {
-            if base != 0 && l >= len && l <= longest && best.is_none_or(|b| c.slots[b].1 > l) {
-                best = Some(i);
-            }
-        }
-        best.map(|i| c.take_slot(i) as *mut u8)
-    })
-}
-
-/// The shortest cached mapping a grown one may start from, as a part of
-/// the length asked: less, and moving it saves too few page faults to pay
-/// for the two system calls.
-#[cfg(not(feature = "secure"))]
-const GROW_FROM_PART: usize = 4;
-
-/// No cached mapping fits `len` ([`cache_take`]): one of another length,
-/// made `len` bytes long (other builds; hardened ones' guarded mappings
-/// keep their layout). A longer one is split, its tail cached on its own
-/// ([`split_off`]); else the longest
-/// shorter one (of at least a [`GROW_FROM_PART`]) grows, where it lies or
-/// moved, its pages moving along, so that only the bytes it grows by are
-/// fresh. Out of the cache, with its header's length set; None when no
-/// mapping qualifies, or the kernel refused (the mapping is then unmapped).
-#[cfg(not(feature = "secure"))]
-fn cache_take_resized(len: usize) -> Option<*mut u8> {
     let (base, old_len) = with_cache(|c| {
-        let mut shrink: Option<usize> = None;
-        let mut grow: Option<usize> = None;
+        let mut longer: Option<usize> = None;
+        let mut shorter: Option<usize> = None;
         for (i, &(base, l)) in c.slots.iter().enumerate() {
             if base == 0 {
                 continue;
             }
-            if l > len && shrink.is_none_or(|b| c.slots[b].1 > l) {
-                shrink = Some(i);
+            if l >= len && longer.is_none_or(|b| c.slots[b].1 > l) {
+                longer = Some(i);
             }
-            if l < len && l >= len / GROW_FROM_PART && grow.is_none_or(|b| c.slots[b].1 < l) {
-                grow = Some(i);
+            if l < len && l >= len / GROW_FROM_PART && shorter.is_none_or(|b| c.slots[b].1 < l) {
+                shorter = Some(i);
             }
         }
-        let i = grow.or(shrink)?;
+        let fits = longer.filter(|&i| c.slots[i].1 <= longest);
+        let i = if cfg!(feature = "secure") {
+            fits?
+        } else {
+            fits.or(shorter).or(longer)?
+        };
         let l = c.slots[i].1;
         Some((c.take_slot(i) as *mut u8, l))
     })?;
+    if old_len >= len && old_len <= longest {
+        return Some(base);
+    }
+    resize_taken(base, old_len, len)
+}
+
+/// Makes the mapping taken out of the cache at `base` (`old_len` bytes,
+/// not a fit) `len` bytes long: a longer one split, its tail cached on its
+/// own, a shorter one grown. Where it is now, its header's length set;
+/// None, and the mapping unmapped, when the kernel refused.
+#[cfg(not(feature = "secure"))]
+fn resize_taken(base: *mut u8, old_len: usize, len: usize) -> Option<*mut u8> {
     let base = if old_len > len {
-        // SAFETY: both lengths are whole chunks: the tail starts on a chunk
-        // boundary inside the mapping, and holds no block.
+        // SAFETY: both lengths are whole chunks: the tail starts on a
+        // chunk boundary inside the mapping, and holds no block.
         split_off(unsafe { base.add(len) }, old_len - len);
         base
     } else {
@@ -387,6 +384,18 @@ fn cache_take_resized(len: usize) -> Option<*mut u8> {
     unsafe { (*base.cast::<HugeHeader>()).map_len = len };
     Some(base)
 }
+
+/// Hardened builds take only mappings that fit (their guarded layouts are
+/// never resized): the mapping as it is.
+#[cfg(feature = "secure")]
+fn resize_taken(base: *mut u8, _old_len: usize, _len: usize) -> Option<*mut u8> {
+    Some(base)
+}
+
+/// The shortest cached mapping a grown one may start from, as a part of
+/// the length asked: less, and moving it saves too few page faults to pay
+/// for the two system calls.
+const GROW_FROM_PART: usize = 4;
 
 /// Makes the tail cut off a cached mapping (`tail`, chunk-aligned, `len`
 /// bytes: whole chunks) a cached mapping of its own, its pages resident
