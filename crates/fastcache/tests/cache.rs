@@ -300,6 +300,108 @@ fn foreign_frees_go_back_in_batches_and_at_exit() {
     assert_eq!(held(), before, "foreign frees were stranded");
 }
 
+/// Foreign frees alternating between two owners' slabs (a list that
+/// goes back through the walk grouping it by slab) and a run of one
+/// slab's blocks (a list that goes back whole, unwalked): each list grows
+/// by one a free up to the batch and goes back whole past it, and every
+/// block reaches its slab.
+#[test]
+fn foreign_frees_of_one_slab_and_of_two_go_back_whole() {
+    let _g = serial();
+    let before = settled_held();
+    let class = 3;
+    let n = 4 * batch_of(class);
+    let (blocks_tx, blocks_rx) = std::sync::mpsc::channel::<Vec<usize>>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let done_rx = std::sync::Arc::new(Mutex::new(done_rx));
+    let owners: Vec<_> = (0..2)
+        .map(|_| {
+            let tx = blocks_tx.clone();
+            let done = done_rx.clone();
+            thread::spawn(move || {
+                // Only blocks of this thread's own slabs: a block that an
+                // earlier test's exited thread left (an abandoned slab's)
+                // may come first, and is anyone's.
+                let blocks: Vec<usize> = (0..n)
+                    .map(|_| hakmem_fastcache::alloc(class) as usize)
+                    .collect();
+                // (The thread's token exists once it has refilled.)
+                let me = SelectedBackend::owner_token();
+                let (ps, others): (Vec<usize>, Vec<usize>) = blocks
+                    .into_iter()
+                    // SAFETY: live blocks of the backend.
+                    .partition(|&p| unsafe { SelectedBackend::owner_of(p as *const u8) } == me);
+                for p in others {
+                    // SAFETY: ours, freed once.
+                    unsafe { hakmem_fastcache::free(p as *mut u8, class) };
+                }
+                tx.send(ps).unwrap();
+                // Stay alive (the slabs' owner) until the freer is done.
+                let _ = done.lock().unwrap().recv();
+            })
+        })
+        .collect();
+    let a = blocks_rx.recv().unwrap();
+    let b = blocks_rx.recv().unwrap();
+    thread::spawn(move || {
+        // Set the thread up first (its very first free has no bounds yet).
+        let mine = hakmem_fastcache::alloc(class);
+        let slab = |p: usize| p >> hakmem_superslab::SLAB_SHIFT;
+        let sa: std::collections::BTreeSet<_> = a.iter().map(|&p| slab(p)).collect();
+        let sb: std::collections::BTreeSet<_> = b.iter().map(|&p| slab(p)).collect();
+        if slabs_have_owners() {
+            assert!(sa.is_disjoint(&sb), "two live threads' blocks share a slab");
+        }
+        assert!(!slabs_have_owners() || a.len().min(b.len()) > 2 * batch_of(class));
+        let (a_head, a_rest) = a.split_at(batch_of(class).min(a.len()));
+        for (&p, &q) in a_head.iter().zip(&b) {
+            for x in [p, q] {
+                // SAFETY: live blocks of this class, handed over, freed once.
+                unsafe { hakmem_fastcache::free(x as *mut u8, class) };
+                assert!(outgoing_counts()[class] as usize <= batch_of(class));
+            }
+        }
+        let mut longest = 0;
+        let (mut last, mut before) = (usize::MAX, outgoing_counts()[class] as usize);
+        for &p in a_rest {
+            // SAFETY: as above.
+            unsafe { hakmem_fastcache::free(p as *mut u8, class) };
+            let count = outgoing_counts()[class] as usize;
+            assert!(count <= batch_of(class));
+            if slabs_have_owners() && slab(p) == last {
+                // Longer by one, or sent back whole past the batch.
+                let expected = if before == batch_of(class) {
+                    0
+                } else {
+                    before + 1
+                };
+                assert_eq!(count, expected, "the outgoing list went back early");
+            }
+            longest = longest.max(count);
+            (last, before) = (slab(p), count);
+        }
+        if slabs_have_owners() {
+            assert!(longest > 1);
+        }
+        for &q in &b[a_head.len().min(b.len())..] {
+            // SAFETY: as above.
+            unsafe { hakmem_fastcache::free(q as *mut u8, class) };
+        }
+        // SAFETY: our own block, freed once.
+        unsafe { hakmem_fastcache::free(mine, class) };
+    })
+    .join()
+    .unwrap();
+    for _ in 0..2 {
+        done_tx.send(()).unwrap();
+    }
+    for o in owners {
+        o.join().unwrap();
+    }
+    give_back_everything();
+    assert_eq!(held(), before, "foreign frees were stranded");
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Alloc(usize),

@@ -187,6 +187,37 @@ impl SmallBackend for BoxBackend {
         }
     }
 
+    /// Slabs are the `SLAB_SIZE`-aligned `SLAB_SIZE` bytes of their
+    /// region, and small blocks live in single slabs: two addresses share
+    /// one exactly when they differ only below `SLAB_SHIFT`.
+    #[inline(always)]
+    fn same_slab(a: *const u8, b: *const u8) -> bool {
+        (a as usize ^ b as usize) < hakmem_superslab::SLAB_SIZE
+    }
+
+    /// One remote push for the whole run, unless the slab is the calling
+    /// thread's own by now (it adopted it): then the blocks go back as in
+    /// [`Self::drain`]. Hardened builds walk the run there too, checking
+    /// each block's class.
+    unsafe fn drain_slab_run(chain: Chain, tail: *mut Block, class: usize) {
+        if chain.is_empty() {
+            return;
+        }
+        let heap = current_heap();
+        // SAFETY: the caller's contract: a block of this backend, out.
+        let s = unsafe { SlabMeta::of(chain.head.cast()) };
+        // SAFETY: the slab is live while it has the run's blocks out.
+        let own = !heap.is_null() && unsafe { &*s }.owner.load(Ordering::Relaxed) == owner_id(heap);
+        if cfg!(feature = "secure") || own {
+            // SAFETY: the caller's contract.
+            return unsafe { Self::drain(chain, class) };
+        }
+        // SAFETY: the caller's contract: `head..=tail` are `len` blocks of
+        // `s`, out of it and given up; `s` is another heap's or abandoned.
+        unsafe { remote::push(s, chain.head, tail, chain.len) };
+        count_remote_frees(heap, chain.len);
+    }
+
     fn trim() {
         let heap = current_heap();
         if !heap.is_null() {

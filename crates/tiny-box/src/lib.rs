@@ -161,6 +161,29 @@ pub trait SmallBackend {
     /// given up.
     unsafe fn drain(chain: Chain, class: usize);
 
+    /// True when blocks `a` and `b` of this backend lie in one slab, so
+    /// that a chain of such blocks can go back with [`Self::drain_slab_run`].
+    /// The default (a backend that cannot tell cheaply) answers false.
+    #[inline(always)]
+    fn same_slab(a: *const u8, b: *const u8) -> bool {
+        let _ = (a, b);
+        false
+    }
+
+    /// [`Self::drain`] of a chain whose blocks all lie in the slab of its
+    /// head (each pair passed [`Self::same_slab`]), `tail` its last block.
+    /// The box backend pushes it onto that slab's remote list whole,
+    /// without walking it (each link a cache miss by then); the default
+    /// walks it as [`Self::drain`] does.
+    ///
+    /// # Safety
+    /// As for [`Self::drain`], and the chain is as above.
+    unsafe fn drain_slab_run(chain: Chain, tail: *mut Block, class: usize) {
+        let _ = tail;
+        // SAFETY: the caller's contract.
+        unsafe { Self::drain(chain, class) }
+    }
+
     /// Gives back every empty slab this backend can reach: the calling
     /// thread's and the abandoned ones (the `malloc_trim` of this layer).
     fn trim();
