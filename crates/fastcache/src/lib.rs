@@ -707,8 +707,20 @@ pub fn alloc(class: usize) -> *mut u8 {
         // SAFETY: this thread's cache; no other reference to the list lives.
         let list = unsafe { &mut (*c).lists[class] };
         // SAFETY: b heads this thread's list of free blocks.
-        list.head = unsafe { Block::next(b) };
+        let next = unsafe { Block::next(b) };
+        list.head = next;
         list.hits += 1;
+        // The next pop reads `next`'s link: a list of blocks that came back
+        // from other threads (a slab's remote frees, taken whole) is a
+        // chain of cache misses, each found only by the one before; asked
+        // for now, the line is on its way while the caller uses `b`
+        // (c-xthread 1.27-1.45x; one instruction, on the hit path too).
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: a prefetch never faults, whatever the address (null
+        // included).
+        unsafe {
+            core::arch::x86_64::_mm_prefetch(next.cast::<i8>(), core::arch::x86_64::_MM_HINT_T0)
+        };
         return b.cast();
     }
     refill_and_take(class)
