@@ -699,6 +699,21 @@ mod ie_slot {
 /// A block of `class`, or null when memory cannot be had.
 #[inline(always)]
 pub fn alloc(class: usize) -> *mut u8 {
+    let b = alloc_cached(class);
+    if !b.is_null() {
+        return b;
+    }
+    refill_and_take(class)
+}
+
+/// [`alloc`]'s hit path alone: a block off the thread's list of `class`,
+/// or null when the list is empty (then [`alloc_missed`] serves the
+/// allocation). For a caller that does more after a miss than after a hit
+/// (the C ABI's `malloc`, which sets `errno` when memory cannot be had) and
+/// wants the miss as a tail call, leaving the hit path a leaf function
+/// without a stack frame.
+#[inline(always)]
+pub fn alloc_cached(class: usize) -> *mut u8 {
     let c = hot_cache();
     // SAFETY: this thread's cache or UNSET, read through a raw place.
     let b = unsafe { (*c).lists[class].head };
@@ -723,6 +738,13 @@ pub fn alloc(class: usize) -> *mut u8 {
         };
         return b.cast();
     }
+    ptr::null_mut()
+}
+
+/// [`alloc`] after [`alloc_cached`] found the list of `class` empty: a
+/// refill, or null when memory cannot be had.
+#[inline]
+pub fn alloc_missed(class: usize) -> *mut u8 {
     refill_and_take(class)
 }
 

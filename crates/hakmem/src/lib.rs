@@ -470,6 +470,38 @@ pub fn malloc(size: usize) -> *mut u8 {
     alloc_aligned(size, 1, false)
 }
 
+/// [`malloc`]'s hit path alone, for the C ABI's `malloc`: a block off the
+/// thread's fast-cache list when `size` is a common small request and the
+/// list has one, else null (the caller then calls [`malloc`], out of line:
+/// a tail call, so that the hit path needs no stack frame). Builds
+/// without the fast cache or with `secure` (which does more on every
+/// allocation) have no such path: always null.
+#[inline(always)]
+pub fn malloc_cached(size: usize) -> *mut u8 {
+    #[cfg(not(all(feature = "fast-path", not(feature = "secure"))))]
+    {
+        let _ = size;
+        ptr::null_mut()
+    }
+    #[cfg(all(feature = "fast-path", not(feature = "secure")))]
+    malloc_from_fast_cache(size)
+}
+
+#[cfg(all(feature = "fast-path", not(feature = "secure")))]
+#[inline(always)]
+fn malloc_from_fast_cache(size: usize) -> *mut u8 {
+    let Some(class) = common_class(size, 1) else {
+        return ptr::null_mut();
+    };
+    let p = hakmem_fastcache::alloc_cached(class);
+    if !p.is_null() {
+        // SAFETY: a small block just handed out to us.
+        unsafe { free_mark::mark_allocated(p) };
+        handed_out(p, class, size);
+    }
+    p
+}
+
 /// `calloc`: `n * size` zeroed bytes; null on overflow or lack of memory.
 pub fn calloc(n: usize, size: usize) -> *mut u8 {
     match n.checked_mul(size) {
