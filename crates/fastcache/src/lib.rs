@@ -707,8 +707,9 @@ pub fn alloc(class: usize) -> *mut u8 {
 }
 
 /// [`alloc`]'s hit path alone: a block off the thread's list of `class`,
-/// or null when the list is empty (then [`alloc_missed`] serves the
-/// allocation). For a caller that does more after a miss than after a hit
+/// or null when the list is empty (then [`alloc`], out of line, serves
+/// the allocation: its own look at the list finds it empty and refills).
+/// For a caller that does more after a miss than after a hit
 /// (the C ABI's `malloc`, which sets `errno` when memory cannot be had) and
 /// wants the miss as a tail call, leaving the hit path a leaf function
 /// without a stack frame.
@@ -739,13 +740,6 @@ pub fn alloc_cached(class: usize) -> *mut u8 {
         return b.cast();
     }
     ptr::null_mut()
-}
-
-/// [`alloc`] after [`alloc_cached`] found the list of `class` empty: a
-/// refill, or null when memory cannot be had.
-#[inline]
-pub fn alloc_missed(class: usize) -> *mut u8 {
-    refill_and_take(class)
 }
 
 /// Frees a block of `class` into this thread's cache.
