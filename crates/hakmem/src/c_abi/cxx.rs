@@ -48,26 +48,19 @@ use libc::size_t;
 
 /// `operator new(size)`'s allocation: [`facade::malloc`], which gives a
 /// unique block for 0, as libstdc++'s `new` does by asking `malloc` for 1.
-/// With the fast cache (and without `secure`) the hit path is a leaf, the
-/// rest a tail call, as in the C ABI's `malloc`.
+/// The fast cache's hit inline, the rest out of line, as in the C ABI's
+/// `malloc` ([`super::cached_or`]).
 extern "C" fn new_block(size: size_t) -> *mut c_void {
-    #[cfg(all(feature = "fast-path", not(feature = "secure")))]
-    {
-        let p = facade::malloc_cached(size);
-        if !p.is_null() {
-            return p.cast();
-        }
-        new_block_uncached(size)
-    }
-    #[cfg(not(all(feature = "fast-path", not(feature = "secure"))))]
-    facade::malloc(size).cast()
+    super::cached_or(size, new_block_uncached)
 }
 
-/// [`new_block`] past its hit path.
-#[cfg(all(feature = "fast-path", not(feature = "secure")))]
-#[cold]
-#[inline(never)]
-extern "C" fn new_block_uncached(size: size_t) -> *mut c_void {
+/// [`new_block`] past the fast cache's hit.
+#[cfg_attr(
+    all(feature = "fast-path", not(feature = "secure")),
+    cold,
+    inline(never)
+)]
+fn new_block_uncached(size: size_t) -> *mut c_void {
     facade::malloc(size).cast()
 }
 

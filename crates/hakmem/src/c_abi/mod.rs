@@ -86,30 +86,34 @@ fn nomem_if_null(p: *mut u8) -> *mut c_void {
     p.cast()
 }
 
-/// `malloc(3)`.
-///
-/// With the fast cache (and without `secure`): the hit path inline, the
-/// rest a tail call to [`malloc_uncached`], so that a hit pushes and pops
-/// no stack frame (the shared tail of hit and miss, which set `errno`
-/// after a call, had made every call save a register).
-#[no_mangle]
-pub extern "C" fn malloc(size: size_t) -> *mut c_void {
-    #[cfg(all(feature = "fast-path", not(feature = "secure")))]
-    {
-        let p = facade::malloc_cached(size);
-        if !p.is_null() {
-            return p.cast();
-        }
-        malloc_uncached(size)
+/// An allocation of `malloc`'s kind: the fast cache's hit inline
+/// ([`facade::malloc_cached`]), else `rest`. With the fast cache (and
+/// without `secure`) `rest` is out of line and reached by a tail call, so
+/// a hit is a leaf function: no stack frame pushed and popped (a shared
+/// tail of hit and miss, which set `errno` after a call, had made every
+/// call save a register). In other builds the hit is always null and
+/// `rest`, inlined, is all there is.
+#[inline(always)]
+fn cached_or(size: size_t, rest: fn(size_t) -> *mut c_void) -> *mut c_void {
+    let p = facade::malloc_cached(size);
+    if !p.is_null() {
+        return p.cast();
     }
-    #[cfg(not(all(feature = "fast-path", not(feature = "secure"))))]
-    nomem_if_null(facade::malloc(size))
+    rest(size)
 }
 
-/// [`malloc`] past its hit path.
-#[cfg(all(feature = "fast-path", not(feature = "secure")))]
-#[cold]
-#[inline(never)]
+/// `malloc(3)`: [`cached_or`] [`malloc_uncached`].
+#[no_mangle]
+pub extern "C" fn malloc(size: size_t) -> *mut c_void {
+    cached_or(size, malloc_uncached)
+}
+
+/// [`malloc`] past the fast cache's hit.
+#[cfg_attr(
+    all(feature = "fast-path", not(feature = "secure")),
+    cold,
+    inline(never)
+)]
 fn malloc_uncached(size: size_t) -> *mut c_void {
     nomem_if_null(facade::malloc(size))
 }
