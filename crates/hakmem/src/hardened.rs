@@ -422,7 +422,11 @@ mod tests {
             unsafe { chunks::fill(b.0.as_mut_ptr().add(AT), len, 0xdf) };
             for (i, &byte) in b.0.iter().enumerate() {
                 let inside = (AT..AT + len).contains(&i);
-                assert_eq!(byte, if inside { 0xdf } else { GUARD }, "len {len}, byte {i}");
+                assert_eq!(
+                    byte,
+                    if inside { 0xdf } else { GUARD },
+                    "len {len}, byte {i}"
+                );
             }
             // SAFETY: as above.
             assert!(unsafe { chunks::all(b.0.as_ptr().add(AT), len, 0xdf) });
