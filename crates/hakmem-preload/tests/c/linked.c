@@ -103,7 +103,7 @@ int main(void) {
     /* Options: the environment's, and mallopt's. */
     size_t v = 0;
     CHECK(hakmem_option_get("HAKMEM_PURGE_DELAY_MS", &v) == 0 && v == 250);
-    CHECK(hakmem_option_get("HAKMEM_FAST_MAX_BATCH", &v) == 0 && v == 64);
+    CHECK(hakmem_option_get("HAKMEM_FAST_MAX_BATCH", &v) == 0 && v == 32);
     CHECK(mallopt(M_TRIM_THRESHOLD, 123456) == 1);
     CHECK(hakmem_option_get("HAKMEM_PURGE_THRESHOLD", &v) == 0 && v == 123456);
     errno = 0;
