@@ -62,7 +62,9 @@ use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use hakmem_superslab::thread_key::ThreadExitKey;
+use hakmem_superslab::{SlabRef, SLAB_SHIFT};
 use hakmem_tiny_box::{class_size, Block, Chain, SelectedBackend, SmallBackend, NUM_CLASSES};
+use hakmem_tiny_box::{own_slab, OwnSlab};
 
 /// Bytes one refill batch aims at by default, whatever the class.
 pub const DEFAULT_BATCH_BYTES: usize = hakmem_superslab::options::DEFAULTS.fast_batch_bytes;
@@ -262,7 +264,22 @@ struct ThreadCache {
     full_frees: [u64; NUM_CLASSES],
     /// Per class, `full_frees` at the class's last refill.
     full_frees_at_refill: [u64; NUM_CLASSES],
+    /// Slabs of this thread's heap, by their slab number modulo
+    /// [`OWN_SLABS`]: what lets a free without a size ([`own_block`]) find
+    /// class and owner without the registry (see tiny-box's `own_slab` for
+    /// why an entry stays true). Entries are made on a free's slow path
+    /// ([`remember_own_slab`]) and dropped when tiny-box says the slab
+    /// left the heap ([`forget_own_slab`]), or when the owner token
+    /// changes. The shared caches' entries are all empty, never written.
+    own_slabs: [OwnSlab; OWN_SLABS],
 }
+
+/// Entries in a thread's table of its own slabs: 32 MiB of slabs, 8 KiB a
+/// thread. A heap's slabs lie in 2 MiB regions that the kernel places
+/// apart (c-random's 1000 blocks of 8 B-16 KiB: over 16 MiB of addresses),
+/// and a direct-mapped table that covers less misses on about one free in
+/// ten (c-random: 128 and 256 entries, 9%; 512, none).
+pub const OWN_SLABS: usize = 512;
 
 impl ThreadCache {
     /// A cache before its thread's first slow path.
@@ -284,6 +301,7 @@ impl ThreadCache {
         kept_bound: [0; NUM_CLASSES],
         full_frees: [0; NUM_CLASSES],
         full_frees_at_refill: [0; NUM_CLASSES],
+        own_slabs: [OwnSlab::EMPTY; OWN_SLABS],
     };
 }
 
@@ -693,6 +711,140 @@ mod ie_slot {
                 options(att_syntax, nostack, preserves_flags),
             )
         };
+    }
+}
+
+/// Sets the cache's owner token; a change empties its table of own
+/// slabs, whose entries were the old token's.
+fn set_owner(c: &mut ThreadCache, token: *const u8) {
+    if c.owner != token {
+        c.own_slabs = [OwnSlab::EMPTY; OWN_SLABS];
+        c.owner = token;
+    }
+}
+
+/// The table entry for the slab at `base`.
+#[inline(always)]
+fn own_slab_index(addr: usize) -> usize {
+    (addr >> SLAB_SHIFT) & (OWN_SLABS - 1)
+}
+
+/// A block that [`own_block`] found in one of the calling thread's slabs.
+#[derive(Clone, Copy, Debug)]
+pub struct OwnBlock {
+    cache: *mut ThreadCache,
+    class: usize,
+}
+
+impl OwnBlock {
+    /// The block's class.
+    pub fn class(&self) -> usize {
+        self.class
+    }
+}
+
+/// `p` as a block start of a slab of the calling thread's heap that its
+/// table knows, with the block's class: a free without a size then needs
+/// no registry lookup, no slab record and no owner test. `None` for
+/// anything else (null, a slab the table does not know, an interior
+/// pointer), which the caller looks up the long way. Reads no memory but
+/// the thread's cache: safe for any value of `p`.
+#[inline(always)]
+pub fn own_block(p: *const u8) -> Option<OwnBlock> {
+    let c = hot_cache();
+    let i = own_slab_index(p as usize);
+    // SAFETY: this thread's cache or a shared static, read through a raw
+    // place; `i < OWN_SLABS`.
+    let entry = unsafe {
+        ptr::addr_of!((*c).own_slabs)
+            .cast::<OwnSlab>()
+            .add(i)
+            .read()
+    };
+    let class = entry.class_of_block(p)?;
+    Some(OwnBlock { cache: c, class })
+}
+
+/// Frees the block `p` that [`own_block`] found as `b`: as [`free_owned`]
+/// with the thread's own token.
+///
+/// # Safety
+/// `p` is the block [`own_block`] found as `b` on this thread, marked free
+/// since, given up; nothing of this layer ran on the thread in between.
+#[inline(always)]
+pub unsafe fn free_own_block(b: OwnBlock, p: *mut u8) {
+    // SAFETY: the table holds entries of the thread's own cache only (the
+    // shared ones are empty), so `b.cache` is that cache.
+    let owner = unsafe { (*b.cache).owner };
+    // SAFETY: the caller's contract: a block of one of this thread's
+    // slabs, of this class, given up.
+    unsafe { push_local(b.cache, p, b.class, owner) }
+}
+
+/// [`free_owned`] of a block of `slab` found the long way (the free of a
+/// pointer [`own_block`] did not know): a block of one of the thread's
+/// own slabs also enters the slab in its table, so that the next free of
+/// one of its blocks finds it there.
+///
+/// # Safety
+/// As for [`free_owned`], and `slab` is `p`'s slab, in use when `owner`
+/// was read from it.
+#[inline(always)]
+pub unsafe fn free_remembering(p: *mut u8, class: usize, owner: *const u8, slab: SlabRef) {
+    let c = hot_cache();
+    // SAFETY: this thread's cache or UNSET, read through a raw place.
+    if owner != unsafe { (*c).owner } && (!owner.is_null() || is_unset(c)) {
+        // SAFETY: the caller's contract.
+        return unsafe { free_not_mine(c, p, class, owner) };
+    }
+    if !owner.is_null() {
+        // The thread's own slab: the shared caches' tokens are no slab's.
+        remember_own_slab(c, slab);
+    }
+    // SAFETY: the caller's contract; `c` is this thread's or EXITED.
+    unsafe { push_local(c, p, class, owner) }
+}
+
+/// Enters `slab`, a slab in use of the heap whose owner token is `c`'s,
+/// in `c`'s table of its own slabs. The thread set tiny-box's hook when
+/// it was set up (its token is a slab's only since), so the slab's
+/// release empties the entry again.
+#[inline(always)]
+fn remember_own_slab(c: *mut ThreadCache, slab: SlabRef) {
+    let entry = OwnSlab::of(slab);
+    // SAFETY: this thread's own cache (above), reached through a raw place
+    // with no reference to it alive; the index is in range.
+    unsafe {
+        ptr::addr_of_mut!((*c).own_slabs)
+            .cast::<OwnSlab>()
+            .add(own_slab_index(entry.base()))
+            .write(entry)
+    };
+}
+
+/// Tiny-box's hook: the slab at `base` (null: every slab) is no longer
+/// the calling thread's, so its entry goes. Writes only entries that are
+/// not empty, so never the shared caches.
+fn forget_own_slab(base: *const u8) {
+    let c = hot_cache();
+    // SAFETY: this thread's cache or a shared static, reached through raw
+    // places; a shared cache's entries are empty and never written.
+    let table = unsafe { ptr::addr_of_mut!((*c).own_slabs).cast::<OwnSlab>() };
+    let range = if base.is_null() {
+        0..OWN_SLABS
+    } else {
+        let i = own_slab_index(base as usize);
+        i..i + 1
+    };
+    for i in range {
+        // SAFETY: `i < OWN_SLABS`; as above.
+        let e = unsafe { table.add(i) };
+        // SAFETY: as above.
+        let entry = unsafe { e.read() };
+        if entry != OwnSlab::EMPTY && (base.is_null() || entry.base() == base as usize) {
+            // SAFETY: a non-empty entry: this thread's own cache.
+            unsafe { e.write(OwnSlab::EMPTY) };
+        }
     }
 }
 
@@ -1127,7 +1279,7 @@ fn refill_and_take(class: usize) -> *mut u8 {
     let mut chain = SelectedBackend::refill_whole(class, want, whole);
     let token = SelectedBackend::owner_token();
     with_cache(|c| {
-        c.owner = token;
+        set_owner(c, token);
         let k = &mut c.counters[class];
         k.misses += 1;
         if chain.len > 0 {
@@ -1210,7 +1362,7 @@ fn refill_sampled(class: usize, s: &'static Sampler) -> *mut u8 {
     if chain.len < need {
         let more = SelectedBackend::refill_whole(class, need - chain.len, need - chain.len);
         with_cache(|c| {
-            c.owner = SelectedBackend::owner_token();
+            set_owner(c, SelectedBackend::owner_token());
             if more.len > 0 {
                 let k = &mut c.counters[class];
                 k.refills += 1;
@@ -1296,7 +1448,7 @@ fn start_thread() {
             list.bound = bound_of(class) as u32;
         }
         c.phase = Phase::Active;
-        c.owner = token;
+        set_owner(c, token);
         if sampling {
             start_sampling(c);
         }
@@ -1450,7 +1602,7 @@ extern "C" fn on_thread_exit(_: *mut libc::c_void) {
         c.full_frees_at_refill = [0; NUM_CLASSES];
         c.next_batch = [0; NUM_CLASSES];
         c.phase = Phase::Exited;
-        c.owner = ptr::null();
+        set_owner(c, ptr::null());
         // (`kept` was emptied by the flush.)
         c.sampling = false;
         c.until = [0; NUM_CLASSES];
@@ -1486,4 +1638,7 @@ static KEY: ThreadExitKey = ThreadExitKey::new(on_thread_exit);
 pub fn init() {
     let _ = KEY.get();
     hakmem_tiny_box::init();
+    // Before the thread's first entry in its table of own slabs: a thread
+    // is set up (here) before its owner token is a slab's.
+    own_slab::set_leaving_hook(forget_own_slab);
 }

@@ -333,6 +333,9 @@ fn run_case(case: &str) -> *mut u8 {
         let between = BETWEEN[between.parse::<usize>().unwrap()];
         return first_free(size.parse().unwrap(), between);
     }
+    if let Some(offset) = case.strip_prefix("interior-known:") {
+        return interior_of_a_known_slab(offset.parse().unwrap());
+    }
     match case {
         "foreign" => {
             let on_stack = [0u8; 64];
@@ -364,12 +367,42 @@ fn run_case(case: &str) -> *mut u8 {
             // SAFETY: inside the old block's mapping (6 MiB).
             unsafe { old.add(hakmem_superslab::CHUNK_SIZE) }
         }
+        "tail-known" => {
+            // The first class whose blocks do not fill their slab: the
+            // address where one more block would start lies in the
+            // slab's tail, in the slab's own 64 KiB, past its capacity.
+            let class = (1..NUM_CLASSES)
+                .find(|&c| !hakmem_superslab::SLAB_SIZE.is_multiple_of(class_size(c)))
+                .unwrap();
+            let size = class_size(class);
+            let p = hakmem::malloc(size);
+            let q = hakmem::malloc(size);
+            // SAFETY: live, freed once: its slab, this thread's, enters
+            // the thread's table (where the C door's free looks first).
+            unsafe { hakmem::free(q) };
+            let base = p as usize & !(hakmem_superslab::SLAB_SIZE - 1);
+            let capacity = hakmem_superslab::SLAB_SIZE / size;
+            (base + capacity * size) as *mut u8
+        }
         "metadata" => {
             let p = hakmem::malloc(256);
             (p as usize & !(hakmem_superslab::CHUNK_SIZE - 1)) as *mut u8
         }
         other => panic!("unknown case {other}"),
     }
+}
+
+/// A pointer `offset` bytes into a live 256-byte block whose slab the
+/// thread's table of its own slabs knows (another block of it was freed),
+/// so that the free meets the table first.
+fn interior_of_a_known_slab(offset: usize) -> *mut u8 {
+    let p = hakmem::malloc(256);
+    let q = hakmem::malloc(256);
+    assert!(!p.is_null() && !q.is_null());
+    // SAFETY: live, freed once.
+    unsafe { hakmem::free(q) };
+    // SAFETY: inside the block (offset < 256) or just past it.
+    unsafe { p.add(offset) }
 }
 
 /// The child side: when the environment names a case, commit the misuse.
@@ -506,6 +539,22 @@ fn free_of_another_allocators_pointer_is_reported() {
 #[test]
 fn free_of_an_interior_pointer_is_reported() {
     check("interior", &["inside a block"]);
+}
+
+/// As above, where the block's slab is in the thread's table of its own
+/// slabs: aligned and unaligned offsets, the last byte.
+#[test]
+fn free_of_an_interior_pointer_into_a_known_slab_is_reported() {
+    for offset in [1, 7, 8, 16, 100, 255] {
+        check(&format!("interior-known:{offset}"), &["inside a block"]);
+    }
+}
+
+/// The address where one more block would start, in a slab's tail: no
+/// block's start, though the stride says so.
+#[test]
+fn free_in_a_slabs_tail_past_its_last_block_is_reported() {
+    check("tail-known", &["inside a block", "not the start of a live"]);
 }
 
 #[test]

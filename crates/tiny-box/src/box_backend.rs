@@ -649,6 +649,9 @@ pub(crate) fn abandon_heap(heap: *mut Heap) {
             h.set(ptr::null_mut());
         }
     });
+    // None of the heap's slabs is the thread's any more: out of its table
+    // of its own slabs, before any can be adopted (see `own_slab`).
+    crate::own_slab::leaving(ptr::null());
     // The exiting thread owned this heap; no one else can, but freers may
     // still push onto `pending` until step 2 is done: the heap is reached
     // field by field, never borrowed whole (see `Heap`).

@@ -57,6 +57,7 @@ pub mod free_mark;
 #[cfg(feature = "secure")]
 pub mod hardening;
 mod legacy;
+pub mod own_slab;
 mod remote;
 pub mod size_class;
 mod slab;
@@ -67,6 +68,7 @@ mod thread_exit;
 pub use block::{Block, Chain};
 pub use box_backend::{BoxBackend, REFILL_WHOLE};
 pub use legacy::LegacyBackend;
+pub use own_slab::OwnSlab;
 pub use size_class::{class_for_layout, class_size, size_to_class, NUM_CLASSES, SMALL_MAX};
 pub use stats::{snapshot as stats, TinyBoxStats};
 

@@ -445,6 +445,9 @@ pub(crate) unsafe fn release_slab(meta: *mut SlabMeta) {
     debug_assert_eq!(m.used.get(), 0);
     debug_assert_eq!(m.list.get(), SlabList::None);
     crate::stats::slab_released(m.class());
+    // Out of the calling thread's table of its own slabs before the slab
+    // can be unmapped or set up again (see `own_slab`).
+    crate::own_slab::leaving(m.slab().base());
     // SAFETY: the slab came from alloc_slab and holds no live block.
     unsafe { superslab::free_run(m.slab()) };
 }
