@@ -34,6 +34,14 @@
 //!   first slow path, hands every cached block back; afterwards the thread's
 //!   bounds are zero, so a late free (from a later destructor) goes straight
 //!   back to tiny-box and nothing is stranded.
+//! - **the thread's own slabs** (with `initial-exec-tls` only, where a
+//!   `free` without a size is the common one): a table of [`OWN_SLABS`]
+//!   entries in the cache, each what a free needs of one slab of the
+//!   thread's heap ([`hakmem_tiny_box::OwnSlab`]). [`own_block`] answers
+//!   from it alone; [`free_remembering`] fills it on the way back from the
+//!   registry; tiny-box's leaving hook ([`init`] sets it) empties an entry
+//!   when its slab leaves the heap, and the whole table when the heap is
+//!   abandoned.
 //!
 //! ## Invariants
 //! - A list's length (a free list's `count()`, `entered - hits`; an
@@ -42,8 +50,12 @@
 //!   one batch after any free returns.
 //! - Every cached block is a block of its list's class, out of its slab
 //!   (counted as used there), and owned by no one else.
-//! - The cache never allocates memory of its own: its state is one
-//!   `const`-initialised thread-local without a destructor.
+//! - The cache never allocates through the global allocator: its state is
+//!   one `const`-initialised thread-local without a destructor, or (with
+//!   `initial-exec-tls`) pooled metadata memory of the superslab's.
+//! - An entry of the table of own slabs describes a slab in use of this
+//!   thread's heap, of the entry's class (tiny-box's `own_slab` says why
+//!   it stays so); an owner-token change empties the table.
 //!
 //! ## May call
 //! `hakmem-tiny-box` (its [`SelectedBackend`]) and, past it, two pieces of
@@ -240,6 +252,10 @@ struct ThreadCache {
     /// tells its own slabs from other threads' without a second
     /// thread-local. Null before the first refill and after the exit.
     owner: *const u8,
+    /// True once an entry was made in `own_slabs` since it was last
+    /// emptied: an empty table is not written again (a thread's exit and
+    /// its heap's abandonment each empty it).
+    own_slabs_dirty: bool,
     // What follows serves heap profiling alone (a `Sampler` set; see
     // `refill_sampled`) and is read on cold paths only.
     /// True once this thread's bounds are 0 for sampling.
@@ -271,15 +287,22 @@ struct ThreadCache {
     /// ([`remember_own_slab`]) and dropped when tiny-box says the slab
     /// left the heap ([`forget_own_slab`]), or when the owner token
     /// changes. The shared caches' entries are all empty, never written.
+    /// Last, so that a fresh cache is set up without writing it (see
+    /// `ie_cache::publish_new`).
     own_slabs: [OwnSlab; OWN_SLABS],
 }
 
 /// Entries in a thread's table of its own slabs: 32 MiB of slabs, 8 KiB a
-/// thread. A heap's slabs lie in 2 MiB regions that the kernel places
+/// thread. Only where the cache is reached through the initial-exec slot
+/// (`initial-exec-tls`: libhakmem.so, whose `free` has no size): there
+/// the caches are memory of this layer's own, while `std::thread_local!`
+/// caches are part of every thread's TLS block, which glibc zeroes at each
+/// thread's start (thread-churn: 187 -> 210 instructions an operation with
+/// a table there), for a table that a Rust program's sized frees never use. A heap's slabs lie in 2 MiB regions that the kernel places
 /// apart (c-random's 1000 blocks of 8 B-16 KiB: over 16 MiB of addresses),
 /// and a direct-mapped table that covers less misses on about one free in
 /// ten (c-random: 128 and 256 entries, 9%; 512, none).
-pub const OWN_SLABS: usize = 512;
+pub const OWN_SLABS: usize = if cfg!(ie_tls) { 512 } else { 0 };
 
 impl ThreadCache {
     /// A cache before its thread's first slow path.
@@ -301,6 +324,7 @@ impl ThreadCache {
         kept_bound: [0; NUM_CLASSES],
         full_frees: [0; NUM_CLASSES],
         full_frees_at_refill: [0; NUM_CLASSES],
+        own_slabs_dirty: false,
         own_slabs: [OwnSlab::EMPTY; OWN_SLABS],
     };
 }
@@ -517,7 +541,7 @@ fn is_unset(c: *mut ThreadCache) -> bool {
 /// moves to [`ie_cache::EXITED`] for whatever it still does.
 #[cfg(ie_tls)]
 mod ie_cache {
-    use super::{ie_slot, Phase, ThreadCache, Unset};
+    use super::{ie_slot, Phase, ThreadCache, Unset, UNSET};
     use core::cell::UnsafeCell;
     use core::ptr;
     use hakmem_superslab::lock::RawLock;
@@ -576,9 +600,20 @@ mod ie_cache {
             reused
         };
         if !is_exited(c) {
+            // Everything but the table of own slabs, which is empty in
+            // both cases (zeroed memory, `OwnSlab::EMPTY` being zeros; a
+            // pooled cache's was emptied when its thread's owner token
+            // went), so that a thread's start does not write its 8 KiB:
+            // UNSET is a fresh cache but for its owner token.
+            let prefix = core::mem::offset_of!(ThreadCache, own_slabs);
             // SAFETY: memory of ours that no thread uses: a pooled cache or
-            // a fresh permanent allocation of the right size and alignment.
-            unsafe { c.write(ThreadCache::FRESH) };
+            // a fresh permanent allocation of the right size and alignment;
+            // UNSET is never written, and the two do not overlap.
+            unsafe {
+                debug_assert!(reused.is_null() || !(*c).own_slabs_dirty);
+                ptr::copy_nonoverlapping(UNSET.0.get().cast::<u8>(), c.cast::<u8>(), prefix);
+                (*c).owner = ptr::null();
+            }
         }
         ie_slot::set(c);
         c
@@ -718,15 +753,23 @@ mod ie_slot {
 /// slabs, whose entries were the old token's.
 fn set_owner(c: &mut ThreadCache, token: *const u8) {
     if c.owner != token {
-        c.own_slabs = [OwnSlab::EMPTY; OWN_SLABS];
+        empty_own_slabs(c);
         c.owner = token;
+    }
+}
+
+/// Empties the cache's table of its own slabs, unless it is empty.
+fn empty_own_slabs(c: &mut ThreadCache) {
+    if c.own_slabs_dirty {
+        c.own_slabs = [OwnSlab::EMPTY; OWN_SLABS];
+        c.own_slabs_dirty = false;
     }
 }
 
 /// The table entry for the slab at `base`.
 #[inline(always)]
 fn own_slab_index(addr: usize) -> usize {
-    (addr >> SLAB_SHIFT) & (OWN_SLABS - 1)
+    (addr >> SLAB_SHIFT) & OWN_SLABS.wrapping_sub(1)
 }
 
 /// A block that [`own_block`] found in one of the calling thread's slabs.
@@ -751,6 +794,9 @@ impl OwnBlock {
 /// the thread's cache: safe for any value of `p`.
 #[inline(always)]
 pub fn own_block(p: *const u8) -> Option<OwnBlock> {
+    if OWN_SLABS == 0 {
+        return None;
+    }
     let c = hot_cache();
     let i = own_slab_index(p as usize);
     // SAFETY: this thread's cache or a shared static, read through a raw
@@ -811,40 +857,46 @@ pub unsafe fn free_remembering(p: *mut u8, class: usize, owner: *const u8, slab:
 /// release empties the entry again.
 #[inline(always)]
 fn remember_own_slab(c: *mut ThreadCache, slab: SlabRef) {
+    if OWN_SLABS == 0 {
+        return;
+    }
     let entry = OwnSlab::of(slab);
-    // SAFETY: this thread's own cache (above), reached through a raw place
+    // SAFETY: this thread's own cache (above), reached through raw places
     // with no reference to it alive; the index is in range.
     unsafe {
         ptr::addr_of_mut!((*c).own_slabs)
             .cast::<OwnSlab>()
             .add(own_slab_index(entry.base()))
-            .write(entry)
-    };
+            .write(entry);
+        ptr::addr_of_mut!((*c).own_slabs_dirty).write(true);
+    }
 }
 
 /// Tiny-box's hook: the slab at `base` (null: every slab) is no longer
-/// the calling thread's, so its entry goes. Writes only entries that are
-/// not empty, so never the shared caches.
+/// the calling thread's, so its entry goes. Writes only a table with
+/// entries, so never the shared caches'.
 fn forget_own_slab(base: *const u8) {
     let c = hot_cache();
-    // SAFETY: this thread's cache or a shared static, reached through raw
-    // places; a shared cache's entries are empty and never written.
-    let table = unsafe { ptr::addr_of_mut!((*c).own_slabs).cast::<OwnSlab>() };
-    let range = if base.is_null() {
-        0..OWN_SLABS
-    } else {
-        let i = own_slab_index(base as usize);
-        i..i + 1
+    // SAFETY: this thread's cache or a shared static, read through a raw
+    // place; a shared cache's table is empty, its flag false.
+    if OWN_SLABS == 0 || !unsafe { ptr::addr_of!((*c).own_slabs_dirty).read() } {
+        return;
+    }
+    if base.is_null() {
+        // SAFETY: a table with entries: this thread's own cache, of which
+        // no other reference lives.
+        return empty_own_slabs(unsafe { &mut *c });
+    }
+    // SAFETY: as above; the index is in range.
+    let e = unsafe {
+        ptr::addr_of_mut!((*c).own_slabs)
+            .cast::<OwnSlab>()
+            .add(own_slab_index(base as usize))
     };
-    for i in range {
-        // SAFETY: `i < OWN_SLABS`; as above.
-        let e = unsafe { table.add(i) };
+    // SAFETY: as above.
+    if unsafe { e.read() }.base() == base as usize {
         // SAFETY: as above.
-        let entry = unsafe { e.read() };
-        if entry != OwnSlab::EMPTY && (base.is_null() || entry.base() == base as usize) {
-            // SAFETY: a non-empty entry: this thread's own cache.
-            unsafe { e.write(OwnSlab::EMPTY) };
-        }
+        unsafe { e.write(OwnSlab::EMPTY) };
     }
 }
 

@@ -331,14 +331,17 @@ pub unsafe fn free(p: *mut u8) {
     // The commonest free first: a block of one of this thread's slabs that
     // its table knows. One entry of the thread's cache gives class and
     // validity; the slab is the thread's, in use (`fastcache::own_block`).
-    // Everything else is a tail call, so this stays a leaf function.
+    // Everything else is a tail call, so this stays a leaf function. (The
+    // table exists where the fast cache has its initial-exec slot: in
+    // libhakmem.so. Elsewhere `OWN_SLABS` is 0 and this folds away.)
     #[cfg(own_slab_table)]
-    {
+    if hakmem_fastcache::OWN_SLABS > 0 {
         // The free mark's word is the first of the block's a free reads:
         // fetched now, its miss (a block last written by another thread's
         // core: c-xthread 0.82x without it, 0.96x with) overlaps the
         // table's lookup. (The write hint needs PRFCHW, which baseline
-        // x86-64 lacks.) A prefetch never faults, whatever `p` is.
+        // x86-64 lacks; with it, no faster.) A prefetch never faults,
+        // whatever `p` is.
         #[cfg(target_arch = "x86_64")]
         // SAFETY: a prefetch reads nothing architecturally.
         unsafe {
@@ -355,13 +358,10 @@ pub unsafe fn free(p: *mut u8) {
             return unsafe { hakmem_fastcache::free_own_block(b, p) };
         }
         // SAFETY: the caller's contract.
-        unsafe { free_unknown(p) }
+        return unsafe { free_unknown(p) };
     }
-    #[cfg(not(own_slab_table))]
     // SAFETY: the caller's contract.
-    unsafe {
-        free_by_lookup(p)
-    }
+    unsafe { free_by_lookup(p) }
 }
 
 /// [`free`] of a pointer the thread's table of its own slabs does not
