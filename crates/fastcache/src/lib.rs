@@ -298,8 +298,8 @@ struct ThreadCache {
 /// the caches are memory of this layer's own, while `std::thread_local!`
 /// caches are part of every thread's TLS block, which glibc zeroes at each
 /// thread's start (thread-churn: 187 -> 210 instructions an operation with
-/// a table there), for a table that a Rust program's sized frees never use. A heap's slabs lie in 2 MiB regions that the kernel places
-/// apart (c-random's 1000 blocks of 8 B-16 KiB: over 16 MiB of addresses),
+/// a table there), for a table that a Rust program's sized frees never use.
+/// A heap's slabs lie in 2 MiB regions that the kernel places apart (c-random's 1000 blocks of 8 B-16 KiB: over 16 MiB of addresses),
 /// and a direct-mapped table that covers less misses on about one free in
 /// ten (c-random: 128 and 256 entries, 9%; 512, none).
 pub const OWN_SLABS: usize = if cfg!(ie_tls) { 512 } else { 0 };
@@ -838,17 +838,15 @@ pub unsafe fn free_own_block(b: OwnBlock, p: *mut u8) {
 #[inline(always)]
 pub unsafe fn free_remembering(p: *mut u8, class: usize, owner: *const u8, slab: SlabRef) {
     let c = hot_cache();
+    // Entered before the free, which may give an emptied slab back (and
+    // its release then empties the entry again).
     // SAFETY: this thread's cache or UNSET, read through a raw place.
-    if owner != unsafe { (*c).owner } && (!owner.is_null() || is_unset(c)) {
-        // SAFETY: the caller's contract.
-        return unsafe { free_not_mine(c, p, class, owner) };
-    }
-    if !owner.is_null() {
+    if !owner.is_null() && owner == unsafe { (*c).owner } {
         // The thread's own slab: the shared caches' tokens are no slab's.
         remember_own_slab(c, slab);
     }
-    // SAFETY: the caller's contract; `c` is this thread's or EXITED.
-    unsafe { push_local(c, p, class, owner) }
+    // SAFETY: the caller's contract; `c` is this thread's cache.
+    unsafe { free_owned_in(c, p, class, owner) }
 }
 
 /// Enters `slab`, a slab in use of the heap whose owner token is `c`'s,
@@ -966,7 +964,16 @@ pub unsafe fn free(p: *mut u8, class: usize) {
 /// As for [`free`], and `owner` is the owner token of `p`'s slab.
 #[inline(always)]
 pub unsafe fn free_owned(p: *mut u8, class: usize, owner: *const u8) {
-    let c = hot_cache();
+    // SAFETY: the caller's contract; the calling thread's cache.
+    unsafe { free_owned_in(hot_cache(), p, class, owner) }
+}
+
+/// [`free_owned`] with the calling thread's cache already at hand.
+///
+/// # Safety
+/// As for [`free_owned`], and `c` is [`hot_cache`]'s answer on this thread.
+#[inline(always)]
+unsafe fn free_owned_in(c: *mut ThreadCache, p: *mut u8, class: usize, owner: *const u8) {
     // SAFETY: this thread's cache or UNSET, read through a raw place.
     if owner != unsafe { (*c).owner } && (!owner.is_null() || is_unset(c)) {
         // SAFETY: the caller's contract.
@@ -1692,5 +1699,7 @@ pub fn init() {
     hakmem_tiny_box::init();
     // Before the thread's first entry in its table of own slabs: a thread
     // is set up (here) before its owner token is a slab's.
-    own_slab::set_leaving_hook(forget_own_slab);
+    if OWN_SLABS > 0 {
+        own_slab::set_leaving_hook(forget_own_slab);
+    }
 }
