@@ -1699,6 +1699,8 @@ pub fn init() {
     hakmem_tiny_box::init();
     // Before the thread's first entry in its table of own slabs: a thread
     // is set up (here) before its owner token is a slab's.
+    // (OWN_SLABS is a constant 0 without `initial-exec-tls`.)
+    #[allow(clippy::absurd_extreme_comparisons)]
     if OWN_SLABS > 0 {
         own_slab::set_leaving_hook(forget_own_slab);
     }
